@@ -1,0 +1,162 @@
+// Package client talks to a Sluice server's HTTP API: it creates uploads
+// and sends their bytes (a signed PUT, or tus for large files, resuming
+// after interruptions), and reads assets. The CLI is built on it.
+//
+// The tus client here is small and hand-written: the Go tus clients on the
+// module proxy are unmaintained, and Sluice needs only the core protocol
+// plus creation, against its own server.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/wire"
+)
+
+// Client is a Sluice API client.
+type Client struct {
+	Base string // e.g. http://127.0.0.1:8080
+	HTTP *http.Client
+}
+
+// New returns a client for the server at base.
+func New(base string) *Client {
+	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{}}
+}
+
+// Error is an error response from the server.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("server: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (c *Client) do(req *http.Request, out any) error {
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func decodeError(resp *http.Response) error {
+	var body wire.Error
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(data, &body) == nil && body.Error.Code != "" {
+		return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+	}
+	return &Error{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(data))}
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+path, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(req, out)
+}
+
+// Asset fetches one asset.
+func (c *Client) Asset(ctx context.Context, id string) (wire.Asset, error) {
+	var a wire.Asset
+	err := c.getJSON(ctx, "/v1/assets/"+url.PathEscape(id), &a)
+	return a, err
+}
+
+// Assets lists assets, newest first.
+func (c *Client) Assets(ctx context.Context, cursor string, limit int) (wire.AssetList, error) {
+	q := url.Values{}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	if limit > 0 {
+		q.Set("limit", fmt.Sprint(limit))
+	}
+	var l wire.AssetList
+	err := c.getJSON(ctx, "/v1/assets?"+q.Encode(), &l)
+	return l, err
+}
+
+// DeadLetters lists dead letters after a sequence.
+func (c *Client) DeadLetters(ctx context.Context, after uint64) (wire.DeadLetterList, error) {
+	var l wire.DeadLetterList
+	err := c.getJSON(ctx, fmt.Sprintf("/v1/dead-letters?after=%d", after), &l)
+	return l, err
+}
+
+// Wait polls an asset until it succeeds or fails, or ctx ends.
+func (c *Client) Wait(ctx context.Context, id string, every time.Duration) (wire.Asset, error) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		a, err := c.Asset(ctx, id)
+		if err != nil {
+			return a, err
+		}
+		if a.Done() {
+			return a, nil
+		}
+		select {
+		case <-ctx.Done():
+			return a, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// CreateUpload asks for a signed upload URL.
+func (c *Client) CreateUpload(ctx context.Context, r wire.UploadRequest) (wire.Upload, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return wire.Upload{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+"/v1/uploads", bytes.NewReader(body))
+	if err != nil {
+		return wire.Upload{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	var up wire.Upload
+	return up, c.do(req, &up)
+}
+
+// Put sends size bytes from body to a signed upload URL.
+func (c *Client) Put(ctx context.Context, up wire.Upload, body io.Reader, size int64) (wire.UploadResult, error) {
+	req, err := http.NewRequestWithContext(ctx, up.Method, up.URL, body)
+	if err != nil {
+		return wire.UploadResult{}, err
+	}
+	req.ContentLength = size
+	if size == 0 {
+		req.Body = http.NoBody
+	}
+	for k, v := range up.Headers {
+		req.Header.Set(k, v)
+	}
+	var res wire.UploadResult
+	return res, c.do(req, &res)
+}
+
+// ErrTooManyRetries means a tus upload kept failing.
+var ErrTooManyRetries = errors.New("client: upload failed too many times")

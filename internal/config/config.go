@@ -1,0 +1,172 @@
+// Package config gathers the configuration of every part of Sluice into
+// one Config, with defaults that work on a laptop. Values come from the
+// defaults, then SLUICE_* environment variables, then command-line flags,
+// each overriding the one before.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/media"
+	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/worker"
+)
+
+// Config is the whole configuration of a Sluice process.
+type Config struct {
+	// Addr is the HTTP listen address.
+	Addr string
+	// DataDir holds everything the embedded defaults store: the bucket,
+	// the state database, the queue's files, uploads in progress, secrets.
+	DataDir string
+	// PublicURL is how clients reach this server (for URLs in responses).
+	PublicURL string
+	// CORSOrigins allowed to call the API from browsers.
+	CORSOrigins []string
+	// ReconcileInterval is how often lost events and abandoned uploads are
+	// looked for.
+	ReconcileInterval time.Duration
+	// ShutdownTimeout bounds how long in-flight HTTP requests may take to
+	// finish on shutdown.
+	ShutdownTimeout time.Duration
+
+	Upload upload.Config
+	Queue  queue.Config
+	Worker worker.Config
+	Native media.NativeConfig
+	Steps  media.StepsConfig
+}
+
+// Default returns the configuration of `sluice serve` with no settings.
+func Default() Config {
+	return Config{
+		Addr:              ":8080",
+		DataDir:           "sluice-data",
+		CORSOrigins:       []string{"*"},
+		ReconcileInterval: time.Minute,
+		ShutdownTimeout:   30 * time.Second,
+		Upload: upload.Config{
+			MaxSize:    10 << 30,
+			URLExpiry:  time.Hour,
+			TusExpiry:  24 * time.Hour,
+			StaleAfter: 2 * time.Minute,
+		},
+		Queue: queue.Config{
+			MaxDeliver: 5,
+			AckWait:    30 * time.Second,
+		},
+		Worker: worker.Config{
+			Concurrency:   2,
+			Lease:         30 * time.Second,
+			StepTimeout:   10 * time.Minute,
+			ShutdownGrace: 30 * time.Second,
+		},
+		Native: media.DefaultNativeConfig(),
+		Steps:  media.StepsConfig{ThumbnailWidth: 640, ThumbnailAt: 2, AudioBitrate: "160k"},
+	}
+}
+
+// Resolve fills the paths that derive from DataDir and checks the result.
+func (c *Config) Resolve() error {
+	if c.DataDir == "" {
+		return errors.New("config: data dir is required")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	if c.Queue.URL == "" && c.Queue.StoreDir == "" {
+		c.Queue.StoreDir = filepath.Join(abs, "nats")
+	}
+	if c.Upload.TusDir == "" {
+		c.Upload.TusDir = filepath.Join(abs, "tus")
+	}
+	if c.Worker.ScratchDir == "" {
+		c.Worker.ScratchDir = filepath.Join(abs, "scratch")
+	}
+	if c.Upload.MaxSize <= 0 {
+		return errors.New("config: max upload size must be positive")
+	}
+	if c.Worker.Lease > c.Queue.AckWait && c.Queue.AckWait > 0 {
+		return fmt.Errorf("config: worker lease (%s) must not exceed the queue ack wait (%s)", c.Worker.Lease, c.Queue.AckWait)
+	}
+	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
+		return fmt.Errorf("config: public URL %q must start with http:// or https://", c.PublicURL)
+	}
+	return c.Queue.Validate()
+}
+
+// Flags binds the settings to fs, with defaults taken from c (so that
+// environment values read before show as defaults).
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen address (env SLUICE_ADDR)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the bucket, state, queue and secrets (env SLUICE_DATA_DIR)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "scheme and host clients use to reach this server, e.g. https://media.example.com (env SLUICE_PUBLIC_URL)")
+	fs.Int64Var(&c.Upload.MaxSize, "max-upload-size", c.Upload.MaxSize, "largest accepted upload in bytes (env SLUICE_MAX_UPLOAD_SIZE)")
+	fs.IntVar(&c.Worker.Concurrency, "concurrency", c.Worker.Concurrency, "jobs run at once (env SLUICE_CONCURRENCY)")
+	fs.StringVar(&c.Queue.URL, "nats-url", c.Queue.URL, "external NATS server URLs, comma-separated; empty runs an embedded server (env SLUICE_NATS_URL)")
+	fs.StringVar(&c.Native.FFmpeg, "ffmpeg", c.Native.FFmpeg, "ffmpeg binary (env SLUICE_FFMPEG)")
+	fs.StringVar(&c.Native.FFprobe, "ffprobe", c.Native.FFprobe, "ffprobe binary (env SLUICE_FFPROBE)")
+	fs.IntVar(&c.Steps.ThumbnailWidth, "thumbnail-width", c.Steps.ThumbnailWidth, "thumbnail width in pixels (env SLUICE_THUMBNAIL_WIDTH)")
+	fs.DurationVar(&c.Worker.StepTimeout, "step-timeout", c.Worker.StepTimeout, "default time limit of a pipeline step (env SLUICE_STEP_TIMEOUT)")
+	fs.DurationVar(&c.Worker.ShutdownGrace, "shutdown-grace", c.Worker.ShutdownGrace, "how long running jobs may finish after SIGTERM (env SLUICE_SHUTDOWN_GRACE)")
+}
+
+// FromEnv applies SLUICE_* environment variables to c.
+func (c *Config) FromEnv(getenv func(string) string) error {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	var errs []error
+	num := func(name string, dst *int64) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s: %w", name, err))
+				return
+			}
+			*dst = n
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s: %w", name, err))
+				return
+			}
+			*dst = d
+		}
+	}
+	str("SLUICE_ADDR", &c.Addr)
+	str("SLUICE_DATA_DIR", &c.DataDir)
+	str("SLUICE_PUBLIC_URL", &c.PublicURL)
+	str("SLUICE_NATS_URL", &c.Queue.URL)
+	str("SLUICE_FFMPEG", &c.Native.FFmpeg)
+	str("SLUICE_FFPROBE", &c.Native.FFprobe)
+	num("SLUICE_MAX_UPLOAD_SIZE", &c.Upload.MaxSize)
+	var conc, width int64 = int64(c.Worker.Concurrency), int64(c.Steps.ThumbnailWidth)
+	num("SLUICE_CONCURRENCY", &conc)
+	num("SLUICE_THUMBNAIL_WIDTH", &width)
+	c.Worker.Concurrency, c.Steps.ThumbnailWidth = int(conc), int(width)
+	dur("SLUICE_STEP_TIMEOUT", &c.Worker.StepTimeout)
+	dur("SLUICE_SHUTDOWN_GRACE", &c.Worker.ShutdownGrace)
+	if v := getenv("SLUICE_CORS_ORIGINS"); v != "" {
+		c.CORSOrigins = strings.Split(v, ",")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/sluice-media/sluice/internal/auth"
+	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store"
+	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/wire"
+)
+
+// httpError is an error the gateway itself raises, with its status and code.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(msg string) error { return &httpError{http.StatusBadRequest, "invalid_request", msg} }
+
+var (
+	errRouteNotFound    = &httpError{http.StatusNotFound, "not_found", "no such route"}
+	errMethodNotAllowed = &httpError{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
+)
+
+// statusOf maps an error to its HTTP status and a stable code. This is the
+// only place that does; anything unknown is a 500 whose details stay in
+// the log.
+func statusOf(err error) (int, string) {
+	var he *httpError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &he):
+		return he.status, he.code
+	case errors.As(err, &mbe), errors.Is(err, upload.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, blob.ErrNotFound), errors.Is(err, queue.ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, store.ErrInvalidCursor), errors.Is(err, upload.ErrInvalid):
+		return http.StatusBadRequest, "invalid_request"
+	case errors.Is(err, blob.ErrSizeMismatch):
+		return http.StatusBadRequest, "size_mismatch"
+	case errors.Is(err, blob.ErrChecksumMismatch):
+		return http.StatusBadRequest, "checksum_mismatch"
+	case errors.Is(err, blob.ErrInvalidKey):
+		return http.StatusBadRequest, "invalid_key"
+	case errors.Is(err, store.ErrConflict), errors.Is(err, upload.ErrAlreadyUploaded):
+		return http.StatusConflict, "conflict"
+	case errors.Is(err, auth.ErrExpired):
+		return http.StatusForbidden, "url_expired"
+	case errors.Is(err, auth.ErrBadSignature), errors.Is(err, auth.ErrUnsigned):
+		return http.StatusForbidden, "bad_signature"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// writeError sends err as a JSON error document.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	status, code := statusOf(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		log.Error("gateway: internal error", "method", r.Method, "path", r.URL.Path,
+			"request_id", requestID(r.Context()), "err", err)
+		msg = "internal error"
+	}
+	writeJSON(w, status, wire.Error{Error: wire.ErrorBody{Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// maxJSONBody bounds API request documents.
+const maxJSONBody = 1 << 20
+
+// decodeJSON reads a request document strictly: unknown fields, trailing
+// data and bodies over 1 MiB are errors.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return &httpError{http.StatusBadRequest, "invalid_json", "malformed JSON body: " + err.Error()}
+	}
+	if dec.More() {
+		return &httpError{http.StatusBadRequest, "invalid_json", "malformed JSON body: trailing data"}
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+// Package gateway is Sluice's HTTP edge: it routes the API, the signed
+// upload endpoints, the tus endpoint and output delivery, wraps them in
+// the middleware every request passes through (request id, panic
+// recovery, CORS, metrics, body limits), and is the one place where
+// domain errors become HTTP statuses (errors.go).
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-media/sluice/internal/auth"
+	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store"
+	"github.com/sluice-media/sluice/internal/telemetry"
+	"github.com/sluice-media/sluice/internal/upload"
+)
+
+// Config configures the gateway.
+type Config struct {
+	// PublicURL is the scheme and host clients reach Sluice at, used in
+	// the URLs the API hands out. Empty: taken from each request's Host.
+	PublicURL string
+	// CORSOrigins lists origins allowed to call the API from a browser;
+	// "*" allows any. Default "*": uploads go through signed URLs, which
+	// are capabilities and need no cookie.
+	CORSOrigins []string
+}
+
+// DeadLetters is what the gateway needs of the queue.
+type DeadLetters interface {
+	DeadLetters(ctx context.Context, after uint64, limit int) ([]queue.DeadLetter, error)
+	Replay(ctx context.Context, seq uint64) error
+}
+
+// Checker reports whether a dependency is ready.
+type Checker func(ctx context.Context) error
+
+// Deps are the parts the gateway serves.
+type Deps struct {
+	Store       store.Store
+	Uploads     *upload.Service
+	Delivery    *delivery.Server
+	DeadLetters DeadLetters
+	Signer      *auth.Signer
+	Metrics     *telemetry.Metrics
+	Log         *slog.Logger
+	// Ready lists checks /readyz runs.
+	Ready map[string]Checker
+}
+
+// Gateway is the HTTP handler.
+type Gateway struct {
+	cfg  Config
+	deps Deps
+	mux  *http.ServeMux
+	tus  http.Handler
+}
+
+// New builds the gateway's routes.
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	if len(cfg.CORSOrigins) == 0 {
+		cfg.CORSOrigins = []string{"*"}
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	g := &Gateway{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	tus, err := deps.Uploads.TusHandler(TusPath)
+	if err != nil {
+		return nil, err
+	}
+	g.tus = tus
+	g.routes()
+	return g, nil
+}
+
+// TusPath is where the tus endpoint is mounted.
+const TusPath = "/v1/tus/"
+
+func (g *Gateway) routes() {
+	m := g.mux
+	m.HandleFunc("POST /v1/uploads", g.createUpload)
+	m.HandleFunc("PUT /v1/uploads/{id}/content", g.putContent)
+	// tusd routes on the path below its base.
+	m.Handle(TusPath, http.StripPrefix(strings.TrimSuffix(TusPath, "/"), g.tus))
+	m.HandleFunc("GET /v1/assets", g.listAssets)
+	m.HandleFunc("GET /v1/assets/{id}", g.getAsset)
+	m.HandleFunc("GET /v1/dead-letters", g.listDeadLetters)
+	m.HandleFunc("POST /v1/dead-letters/{seq}/replay", g.replayDeadLetter)
+	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)
+	m.Handle("GET /metrics", promhttp.HandlerFor(g.deps.Metrics.Registry, promhttp.HandlerOpts{}))
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", g.readyz)
+}
+
+// ServeHTTP runs the middleware chain, then the route.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.middleware(http.HandlerFunc(g.route)).ServeHTTP(w, r)
+}
+
+// route dispatches to the mux, turning its plain-text 404 and 405 into
+// JSON errors.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
+	if h, pattern := g.mux.Handler(r); pattern == "" {
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		if rec.code == http.StatusMethodNotAllowed {
+			writeError(w, r, g.deps.Log, errMethodNotAllowed)
+			return
+		}
+		writeError(w, r, g.deps.Log, errRouteNotFound)
+		return
+	}
+	g.mux.ServeHTTP(w, r)
+}
+
+// statusRecorder captures what the mux's fallback handlers write.
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.code = code }
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := http.StatusOK
+	checks := map[string]string{}
+	for name, check := range g.deps.Ready {
+		if err := check(ctx); err != nil {
+			status = http.StatusServiceUnavailable
+			checks[name] = err.Error()
+			continue
+		}
+		checks[name] = "ok"
+	}
+	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": checks})
+}
+
+// baseURL is the scheme and host for URLs handed to clients.
+func (g *Gateway) baseURL(r *http.Request) string {
+	if g.cfg.PublicURL != "" {
+		return g.cfg.PublicURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}

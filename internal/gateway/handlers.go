@@ -1,0 +1,225 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/store"
+	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/wire"
+)
+
+func (g *Gateway) createUpload(w http.ResponseWriter, r *http.Request) {
+	var req wire.UploadRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	up, err := g.deps.Uploads.Create(r.Context(), req, g.baseURL(r))
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/assets/"+up.AssetID)
+	writeJSON(w, http.StatusCreated, up)
+}
+
+// putContent receives the body of a signed upload URL. The signature is
+// checked before a byte of the body is read.
+func (g *Gateway) putContent(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	c, err := g.deps.Signer.Verify(r.Method, upload.ContentPath(id), r.URL.Query(), time.Now())
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	sum, err := checksumHeader(r)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	size, _ := strconv.ParseInt(c["size"], 10, 64)
+	body := http.MaxBytesReader(w, r.Body, size)
+	res, err := g.deps.Uploads.Receive(r.Context(), upload.Put{
+		AssetID:       id,
+		Body:          body,
+		ContentLength: r.ContentLength,
+		ContentType:   r.Header.Get("Content-Type"),
+		Constraints:   c,
+		SHA256:        sum,
+	})
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	w.Header().Set("ETag", `"`+res.ETag+`"`)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// checksumHeader reads an optional SHA-256 of the body, hex in
+// X-Checksum-Sha256 or base64 in x-amz-checksum-sha256 (as S3 takes it).
+func checksumHeader(r *http.Request) ([]byte, error) {
+	if v := r.Header.Get("X-Checksum-Sha256"); v != "" {
+		b, err := hex.DecodeString(v)
+		if err != nil || len(b) != 32 {
+			return nil, badRequest("X-Checksum-Sha256 must be 64 hex digits")
+		}
+		return b, nil
+	}
+	if v := r.Header.Get("X-Amz-Checksum-Sha256"); v != "" {
+		b, err := base64.StdEncoding.DecodeString(v)
+		if err != nil || len(b) != 32 {
+			return nil, badRequest("x-amz-checksum-sha256 must be a base64 SHA-256")
+		}
+		return b, nil
+	}
+	return nil, nil
+}
+
+func (g *Gateway) listAssets(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := store.ListOptions{Cursor: q.Get("cursor"), Status: store.Status(q.Get("status"))}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, r, g.deps.Log, badRequest("limit must be between 1 and 1000"))
+			return
+		}
+		opts.Limit = n
+	}
+	switch opts.Status {
+	case "", store.StatusPending, store.StatusProcessing, store.StatusSucceeded, store.StatusFailed:
+	default:
+		writeError(w, r, g.deps.Log, badRequest("status must be pending, processing, succeeded or failed"))
+		return
+	}
+	page, err := g.deps.Store.ListAssets(r.Context(), opts)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	out := wire.AssetList{Assets: []wire.Asset{}, NextCursor: page.Next}
+	for _, a := range page.Assets {
+		// The list shows the asset without its outputs and steps; fetch
+		// one asset for those.
+		out.Assets = append(out.Assets, assetView(a, nil, nil, ""))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) getAsset(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	a, err := g.deps.Store.GetAsset(ctx, id)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	outputs, err := g.deps.Store.ListOutputs(ctx, id)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	steps, err := g.deps.Store.ListSteps(ctx, id)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, assetView(a, outputs, steps, g.baseURL(r)))
+}
+
+// assetView renders an asset as the API shows it.
+func assetView(a store.Asset, outputs []store.Output, steps []store.Step, base string) wire.Asset {
+	v := wire.Asset{
+		ID: a.ID, Name: a.Name, Status: string(a.Status), Error: a.Error,
+		ContentType: a.ContentType, Size: a.Size, ETag: a.ETag,
+		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, UploadedAt: timePtr(a.UploadedAt),
+		Media:   a.Media,
+		Outputs: []wire.Output{},
+		Steps:   []wire.Step{},
+	}
+	if len(v.Media) == 0 {
+		v.Media = []byte("null")
+	}
+	for _, o := range outputs {
+		v.Outputs = append(v.Outputs, wire.Output{
+			Name: o.Name, Step: o.Step, Key: o.Key, ContentType: o.ContentType, Size: o.Size, ETag: o.ETag,
+			URL: delivery.URL(base, o.Key, o.ETag),
+		})
+	}
+	for _, s := range steps {
+		v.Steps = append(v.Steps, wire.Step{
+			Name: s.Name, Status: string(s.Status), Attempts: s.Attempts, Error: s.Error,
+			StartedAt: timePtr(s.StartedAt), FinishedAt: timePtr(s.FinishedAt),
+			DurationMS: float64(s.Duration.Microseconds()) / 1000,
+		})
+	}
+	return v
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after uint64
+	if s := q.Get("after"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			writeError(w, r, g.deps.Log, badRequest("after must be a sequence number"))
+			return
+		}
+		after = n
+	}
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, r, g.deps.Log, badRequest("limit must be between 1 and 1000"))
+			return
+		}
+		limit = n
+	}
+	dls, err := g.deps.DeadLetters.DeadLetters(r.Context(), after, limit)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	out := wire.DeadLetterList{DeadLetters: []wire.DeadLetter{}}
+	for _, d := range dls {
+		out.DeadLetters = append(out.DeadLetters, wire.DeadLetter{
+			Seq: d.Seq, AssetID: d.AssetID, Reason: d.Reason, Deliveries: d.Deliveries, FailedAt: d.FailedAt, Event: d.Event,
+		})
+	}
+	if len(dls) == limit {
+		out.Next = dls[len(dls)-1].Seq
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil {
+		writeError(w, r, g.deps.Log, badRequest("seq must be a sequence number"))
+		return
+	}
+	if err := g.deps.DeadLetters.Replay(r.Context(), seq); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": seq})
+}
+
+func (g *Gateway) serveOutput(w http.ResponseWriter, r *http.Request) {
+	if err := g.deps.Delivery.Serve(r.Context(), w, r, r.PathValue("key")); err != nil {
+		writeError(w, r, g.deps.Log, err)
+	}
+}

@@ -1,0 +1,191 @@
+// Package mediatest generates test media with FFmpeg's lavfi sources, so
+// that tests carry no binary fixtures. It needs ffmpeg on PATH and fails
+// the test, with the command to install it, when ffmpeg is missing.
+package mediatest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Clip describes a clip to generate.
+type Clip struct {
+	Width, Height int
+	Duration      float64 // seconds
+	Video         bool
+	Audio         bool
+	// AudioCodec is "aac" (default), "libmp3lame", "flac" or "pcm_s16le".
+	AudioCodec string
+	// Rotate sets the display rotation tag (0, 90, 180, 270).
+	Rotate int
+	// Ext picks the container: ".mp4" (default), ".mkv", ".mp3", ".wav", ".m4a".
+	Ext string
+	// Faststart moves the moov atom to the front of MP4 files.
+	Faststart bool
+}
+
+// RequireFFmpeg fails the test when ffmpeg or ffprobe is missing.
+func RequireFFmpeg(t testing.TB) {
+	t.Helper()
+	for _, bin := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found on PATH: these tests need real FFmpeg; install it with `apt-get install -y ffmpeg` (the README's test command does this)", bin)
+		}
+	}
+}
+
+// Generate writes the clip into dir and returns its path.
+func Generate(t testing.TB, dir string, name string, c Clip) string {
+	t.Helper()
+	RequireFFmpeg(t)
+	if c.Ext == "" {
+		c.Ext = ".mp4"
+	}
+	if c.Width == 0 {
+		c.Width, c.Height = 320, 240
+	}
+	if c.Duration == 0 {
+		c.Duration = 3
+	}
+	out := filepath.Join(dir, name+c.Ext)
+	d := strconv.FormatFloat(c.Duration, 'f', 3, 64)
+	args := []string{"-hide_banner", "-loglevel", "error", "-y"}
+	if c.Video {
+		args = append(args, "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%dx%d:rate=25:duration=%s", c.Width, c.Height, d))
+	}
+	if c.Audio {
+		args = append(args, "-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=440:sample_rate=48000:duration=%s", d))
+	}
+	if c.Video {
+		args = append(args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25")
+	}
+	if c.Audio {
+		codec := c.AudioCodec
+		if codec == "" {
+			codec = "aac"
+		}
+		args = append(args, "-c:a", codec)
+	}
+	if c.Faststart {
+		args = append(args, "-movflags", "+faststart")
+	}
+	if c.Rotate == 0 {
+		Run(t, "ffmpeg", append(args, out)...)
+		return out
+	}
+	// FFmpeg 5.1 honours the rotate tag only when remuxing.
+	plain := filepath.Join(dir, name+".unrotated"+c.Ext)
+	Run(t, "ffmpeg", append(args, plain)...)
+	Run(t, "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", plain,
+		"-c", "copy", "-metadata:s:v:0", "rotate="+strconv.Itoa(c.Rotate), out)
+	return out
+}
+
+// Run runs a command under a one-minute timeout and fails the test, with
+// its output, when it fails.
+func Run(t testing.TB, name string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return out
+}
+
+// Dimensions returns the width and height of the first video stream (or
+// image) at path, as ffprobe reads them.
+func Dimensions(t testing.TB, path string) (int, int) {
+	t.Helper()
+	out := Run(t, "ffprobe", "-v", "error", "-select_streams", "v:0",
+		"-show_entries", "stream=width,height", "-of", "csv=p=0:s=x", path)
+	var w, h int
+	if _, err := fmt.Sscanf(string(out), "%dx%d", &w, &h); err != nil {
+		t.Fatalf("ffprobe dimensions of %s: %q: %v", path, out, err)
+	}
+	return w, h
+}
+
+// Duration returns the container duration in seconds as ffprobe reads it.
+func Duration(t testing.TB, path string) float64 {
+	t.Helper()
+	out := Run(t, "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path)
+	var d float64
+	if _, err := fmt.Sscanf(string(out), "%f", &d); err != nil {
+		t.Fatalf("ffprobe duration of %s: %q: %v", path, out, err)
+	}
+	return d
+}
+
+// BadInput is one hostile or broken file and the reason Sluice must give.
+type BadInput struct {
+	Name string
+	Path string
+	// Reason is a substring the one-line error must contain.
+	Reason string
+}
+
+// BadInputs writes the bad-input corpus into dir: zero bytes, random
+// bytes, text posing as MP4, an HLS playlist and an ffconcat script posing
+// as media (both pointing at /etc/passwd), a truncated MP4, and an MP4
+// that probes but whose frames cannot be decoded.
+func BadInputs(t testing.TB, dir string) []BadInput {
+	t.Helper()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	random := make([]byte, 64<<10)
+	// A fixed xorshift stream: random-looking, reproducible.
+	x := uint64(88172645463325252)
+	for i := range random {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		random[i] = byte(x)
+	}
+	good := Generate(t, dir, "bad-src", Clip{Width: 320, Height: 240, Duration: 3, Video: true, Audio: true})
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []BadInput{
+		{"zero-bytes", write("empty.mp4", nil), "file is empty"},
+		{"random-bytes", write("random.mp4", random), "not a recognized audio or video file"},
+		{"text-as-mp4", write("text.mp4", []byte("this is not a video, just some text\nsecond line\n")), "not a recognized audio or video file"},
+		{"hls-playlist", write("playlist.mp4", []byte("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n")), "HLS playlists are not accepted"},
+		{"ffconcat", write("concat.mp4", []byte("ffconcat version 1.0\nfile '/etc/passwd'\n")), "ffconcat scripts are not accepted"},
+		{"truncated-mp4", write("truncated.mp4", data[:len(data)/2]), "truncated"},
+		{"undecodable-mp4", write("undecodable.mp4", zeroMdat(t, data)), "could be decoded"},
+	}
+}
+
+// zeroMdat overwrites the media payload of an MP4 with zeros: the file
+// still probes (its index is intact), but no frame decodes.
+func zeroMdat(t testing.TB, mp4 []byte) []byte {
+	t.Helper()
+	out := append([]byte(nil), mp4...)
+	for i := 0; i+8 <= len(out); {
+		size := int(uint32(out[i])<<24 | uint32(out[i+1])<<16 | uint32(out[i+2])<<8 | uint32(out[i+3]))
+		if string(out[i+4:i+8]) == "mdat" {
+			clear(out[i+8 : min(i+size, len(out))])
+			return out
+		}
+		if size < 8 {
+			break
+		}
+		i += size
+	}
+	t.Fatal("zeroMdat: no mdat box")
+	return nil
+}

@@ -1,0 +1,338 @@
+// Package queue carries object-created events from ingest to workers on
+// NATS JetStream: an embedded server, file-backed inside the data dir, or
+// an external cluster. It owns the delivery policy: deduplicated publishes,
+// one durable pull consumer shared by all workers, in-progress acks for
+// long jobs, retries with backoff, and a dead-letter stream for events that
+// keep failing, which can be listed and replayed.
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-media/sluice/internal/event"
+)
+
+// Config configures the queue. The zero value plus StoreDir runs an
+// embedded server.
+type Config struct {
+	// URL of an external NATS server or cluster (comma-separated). Empty:
+	// run an embedded server storing its data in StoreDir.
+	URL      string
+	StoreDir string
+	// Listen, for the embedded server, is a host:port on which it also
+	// accepts network clients (empty: in-process only).
+	Listen string
+
+	Stream    string // default "SLUICE_EVENTS"
+	DLQStream string // default "SLUICE_DLQ"
+	Consumer  string // default "workers"
+	Replicas  int    // default 1
+
+	// MaxDeliver is how many times an event is tried before it is
+	// dead-lettered. Default 5.
+	MaxDeliver int
+	// AckWait is how long a delivery may go without an ack or an
+	// in-progress signal before it is redelivered. Default 30s.
+	AckWait time.Duration
+	// Backoff is the delay before each retry (the last entry repeats).
+	// Default 2s, 10s, 30s, 2m.
+	Backoff []time.Duration
+	// DuplicateWindow is how long publish ids are remembered. Default 2m.
+	DuplicateWindow time.Duration
+	// DLQMaxAge is how long dead letters are kept. Default 30 days.
+	DLQMaxAge time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = "SLUICE_EVENTS"
+	}
+	if c.DLQStream == "" {
+		c.DLQStream = "SLUICE_DLQ"
+	}
+	if c.Consumer == "" {
+		c.Consumer = "workers"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 5
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if len(c.Backoff) == 0 {
+		c.Backoff = []time.Duration{2 * time.Second, 10 * time.Second, 30 * time.Second, 2 * time.Minute}
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.DLQMaxAge == 0 {
+		c.DLQMaxAge = 30 * 24 * time.Hour
+	}
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	if c.URL == "" && c.StoreDir == "" {
+		return errors.New("queue: need a NATS URL or a store dir for the embedded server")
+	}
+	if c.MaxDeliver < 0 || c.AckWait < 0 || c.Replicas < 0 {
+		return errors.New("queue: negative setting")
+	}
+	return nil
+}
+
+// Subjects. Events carry their action in the last token so that consumers
+// can later filter by kind.
+const (
+	subjectPrefix = "sluice.events."
+	dlqSubject    = "sluice.dlq"
+)
+
+// Queue is a connection to JetStream with Sluice's streams in place.
+type Queue struct {
+	cfg    Config
+	srv    *server.Server // nil when external
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	events jetstream.Stream
+	dlq    jetstream.Stream
+	cons   jetstream.Consumer
+	advSub *nats.Subscription
+	log    *slog.Logger
+}
+
+// Open connects (starting the embedded server if no URL is set) and
+// creates or updates the streams and the workers' consumer.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Queue, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	q := &Queue{cfg: cfg, log: log}
+	var err error
+	if cfg.URL == "" {
+		q.srv, q.nc, err = startEmbedded(cfg)
+	} else {
+		q.nc, err = nats.Connect(cfg.URL, nats.Name("sluice"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := q.setup(ctx); err != nil {
+		q.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+func startEmbedded(cfg Config) (*server.Server, *nats.Conn, error) {
+	opts := &server.Options{
+		ServerName: "sluice",
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: cfg.Listen == "",
+	}
+	if cfg.Listen != "" {
+		host, port, err := splitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Host, opts.Port = host, port
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("queue: embedded nats: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, nil, errors.New("queue: embedded nats did not become ready in 30s")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("sluice"))
+	if err != nil {
+		srv.Shutdown()
+		return nil, nil, fmt.Errorf("queue: connect to embedded nats: %w", err)
+	}
+	return srv, nc, nil
+}
+
+func (q *Queue) setup(ctx context.Context) error {
+	js, err := jetstream.New(q.nc)
+	if err != nil {
+		return err
+	}
+	q.js = js
+	q.events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        q.cfg.Stream,
+		Description: "object-created events awaiting processing",
+		Subjects:    []string{subjectPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    q.cfg.Replicas,
+		Duplicates:  q.cfg.DuplicateWindow,
+	})
+	if err != nil {
+		return fmt.Errorf("queue: stream %s: %w", q.cfg.Stream, err)
+	}
+	q.dlq, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        q.cfg.DLQStream,
+		Description: "events that failed every delivery",
+		Subjects:    []string{dlqSubject},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    q.cfg.Replicas,
+		MaxAge:      q.cfg.DLQMaxAge,
+		Duplicates:  q.cfg.DuplicateWindow,
+	})
+	if err != nil {
+		return fmt.Errorf("queue: stream %s: %w", q.cfg.DLQStream, err)
+	}
+	q.cons, err = js.CreateOrUpdateConsumer(ctx, q.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       q.cfg.Consumer,
+		Description:   "Sluice workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       q.cfg.AckWait,
+		MaxDeliver:    q.cfg.MaxDeliver,
+		MaxAckPending: 10000,
+		FilterSubject: subjectPrefix + ">",
+	})
+	if err != nil {
+		return fmt.Errorf("queue: consumer %s: %w", q.cfg.Consumer, err)
+	}
+	// An event whose last delivery never ended (its worker died) is not
+	// redelivered again; the server says so in an advisory, and the event
+	// is moved to the dead-letter stream from here.
+	adv := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", q.cfg.Stream, q.cfg.Consumer)
+	q.advSub, err = q.nc.Subscribe(adv, q.onMaxDeliveries)
+	return err
+}
+
+// Publish queues an event. Publishing the same object version twice within
+// the duplicate window stores it once.
+func (q *Queue) Publish(ctx context.Context, ev event.ObjectCreated) error {
+	return q.publish(ctx, ev, ev.IdempotencyKey())
+}
+
+func (q *Queue) publish(ctx context.Context, ev event.ObjectCreated, msgID string) error {
+	if err := ev.Validate(); err != nil {
+		return err
+	}
+	data, err := ev.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = q.js.Publish(ctx, subjectPrefix+"object-created", data, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return fmt.Errorf("queue: publish: %w", err)
+	}
+	return nil
+}
+
+// Depth is the number of events waiting: not yet delivered, and delivered
+// but not yet acknowledged.
+type Depth struct {
+	Pending    uint64
+	AckPending int
+}
+
+// Depth reports the consumer's backlog.
+func (q *Queue) Depth(ctx context.Context) (Depth, error) {
+	info, err := q.cons.Info(ctx)
+	if err != nil {
+		return Depth{}, err
+	}
+	return Depth{Pending: info.NumPending, AckPending: info.NumAckPending}, nil
+}
+
+// Ping reports whether the connection is up.
+func (q *Queue) Ping(ctx context.Context) error {
+	if q.nc.Status() != nats.CONNECTED {
+		return fmt.Errorf("queue: nats connection %s", q.nc.Status())
+	}
+	_, err := q.js.AccountInfo(ctx)
+	return err
+}
+
+// Close drains the connection and stops the embedded server.
+func (q *Queue) Close() {
+	if q.advSub != nil {
+		_ = q.advSub.Unsubscribe()
+	}
+	if q.nc != nil {
+		_ = q.nc.Drain()
+		for q.nc.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		q.nc.Close()
+	}
+	if q.srv != nil {
+		q.srv.Shutdown()
+		q.srv.WaitForShutdown()
+	}
+}
+
+// backoff returns the delay before the retry that follows the given
+// delivery attempt (1-based).
+func (q *Queue) backoff(attempt int) time.Duration {
+	b := q.cfg.Backoff
+	return b[min(max(attempt-1, 0), len(b)-1)]
+}
+
+// maxDeliveries is the advisory JetStream sends for a message that ran
+// out of deliveries.
+type maxDeliveries struct {
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries int    `json:"deliveries"`
+}
+
+func (q *Queue) onMaxDeliveries(m *nats.Msg) {
+	var adv maxDeliveries
+	if err := json.Unmarshal(m.Data, &adv); err != nil {
+		q.log.Error("queue: bad max-deliveries advisory", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := q.events.GetMsg(ctx, adv.StreamSeq)
+	if err != nil {
+		// Already moved by another worker, or acknowledged late.
+		return
+	}
+	reason := fmt.Sprintf("no delivery completed after %d attempts (worker stopped or timed out)", adv.Deliveries)
+	if err := q.deadLetter(ctx, raw.Data, adv.StreamSeq, adv.Deliveries, reason); err != nil {
+		q.log.Error("queue: dead-letter after max deliveries", "seq", adv.StreamSeq, "err", err)
+		return
+	}
+	_ = q.events.DeleteMsg(ctx, adv.StreamSeq)
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("queue: listen address: %w", err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("queue: listen address %q: bad port", addr)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,204 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/event"
+	"github.com/sluice-media/sluice/internal/queue"
+)
+
+func open(t *testing.T, dir string, mod func(*queue.Config)) *queue.Queue {
+	t.Helper()
+	cfg := queue.Config{StoreDir: dir, AckWait: time.Second, MaxDeliver: 3,
+		Backoff: []time.Duration{50 * time.Millisecond}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q, err := queue.Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func ev(i int) event.ObjectCreated {
+	return event.ObjectCreated{Action: event.ActionPutObject, Bucket: "b", Key: fmt.Sprintf("uploads/%d", i),
+		Size: 10, ETag: "e", EventTime: time.Now(), AssetID: fmt.Sprintf("a%d", i)}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestPublishConsumeDedup(t *testing.T) {
+	q := open(t, t.TempDir(), nil)
+	defer q.Close()
+	c := ctx(t)
+	for i := range 10 {
+		for range 3 { // duplicates are stored once
+			if err := q.Publish(c, ev(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	cons := q.Consume(c, 4, func(ctx context.Context, d *queue.Delivery) {
+		mu.Lock()
+		seen[d.Event.AssetID]++
+		mu.Unlock()
+		if err := d.Ack(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	waitFor(t, "10 events", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 10 })
+	cons.Stop()
+	cons.Wait()
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s delivered %d times, want 1", id, n)
+		}
+	}
+	d, err := q.Depth(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Pending != 0 || d.AckPending != 0 {
+		t.Errorf("depth = %+v, want empty", d)
+	}
+}
+
+// TestRetryThenDeadLetter: an event that always fails is retried with
+// backoff, then dead-lettered, while a good event behind it is processed.
+func TestRetryThenDeadLetter(t *testing.T) {
+	q := open(t, t.TempDir(), nil)
+	defer q.Close()
+	c := ctx(t)
+	var attempts atomic.Int32
+	var good atomic.Bool
+	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) {
+		if d.Event.AssetID == "a1" {
+			attempts.Add(1)
+			if _, err := d.Retry(ctx, errors.New("boom")); err != nil {
+				t.Error(err)
+			}
+			return
+		}
+		good.Store(true)
+		_ = d.Ack(ctx)
+	})
+	defer func() { cons.Stop(); cons.Wait() }()
+	_ = q.Publish(c, ev(1))
+	_ = q.Publish(c, ev(2))
+	waitFor(t, "dead letter", func() bool {
+		dls, err := q.DeadLetters(c, 0, 10)
+		return err == nil && len(dls) == 1
+	})
+	if !good.Load() {
+		t.Error("good event behind the bad one was not processed")
+	}
+	if got := attempts.Load(); got != 3 {
+		t.Errorf("attempts = %d, want 3 (MaxDeliver)", got)
+	}
+	dls, _ := q.DeadLetters(c, 0, 10)
+	dl := dls[0]
+	if dl.AssetID != "a1" || dl.Reason != "boom" || dl.Deliveries != 3 || dl.FailedAt.IsZero() {
+		t.Errorf("dead letter = %+v, want a1/boom/3 deliveries", dl)
+	}
+
+	// Replay puts it back with fresh deliveries.
+	if err := q.Replay(c, dl.Seq); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replayed attempts", func() bool { return attempts.Load() >= 4 })
+	if _, err := q.GetDeadLetter(c, dl.Seq); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("replayed letter still there: %v", err)
+	}
+	if err := q.Replay(c, dl.Seq); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("replay of missing letter: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestCrashedDeliveriesDeadLettered: a worker that never acks (it died)
+// exhausts the deliveries; the advisory moves the event to the DLQ.
+func TestCrashedDeliveriesDeadLettered(t *testing.T) {
+	q := open(t, t.TempDir(), func(c *queue.Config) { c.MaxDeliver = 2; c.AckWait = 300 * time.Millisecond })
+	defer q.Close()
+	c := ctx(t)
+	var n atomic.Int32
+	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) { n.Add(1) })
+	defer func() { cons.Stop(); cons.Wait() }()
+	_ = q.Publish(c, ev(7))
+	waitFor(t, "dead letter from advisory", func() bool {
+		dls, err := q.DeadLetters(c, 0, 10)
+		return err == nil && len(dls) == 1
+	})
+	dls, _ := q.DeadLetters(c, 0, 10)
+	if dls[0].AssetID != "a7" || dls[0].Deliveries != 2 {
+		t.Errorf("dead letter = %+v", dls[0])
+	}
+	waitFor(t, "stream emptied", func() bool {
+		d, err := q.Depth(c)
+		return err == nil && d.Pending == 0 && d.AckPending == 0
+	})
+}
+
+func TestMalformedEventDeadLetteredAtOnce(t *testing.T) {
+	q := open(t, t.TempDir(), nil)
+	defer q.Close()
+	c := ctx(t)
+	if err := q.PublishRaw(c, []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	var called atomic.Bool
+	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) { called.Store(true) })
+	defer func() { cons.Stop(); cons.Wait() }()
+	waitFor(t, "dead letter", func() bool {
+		dls, err := q.DeadLetters(c, 0, 10)
+		return err == nil && len(dls) == 1 && dls[0].Deliveries == 1
+	})
+	if called.Load() {
+		t.Error("handler saw a malformed event")
+	}
+}
+
+func TestSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, dir, nil)
+	c := ctx(t)
+	for i := range 5 {
+		_ = q.Publish(c, ev(i))
+	}
+	q.Close()
+
+	q = open(t, dir, nil)
+	defer q.Close()
+	d, err := q.Depth(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Pending != 5 {
+		t.Errorf("pending after restart = %d, want 5", d.Pending)
+	}
+}

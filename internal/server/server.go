@@ -1,0 +1,234 @@
+// Package server assembles one Sluice process from its parts: the state
+// store, the bucket, the queue, ingest, the worker and the gateway, on the
+// embedded defaults (SQLite, a file bucket and NATS JetStream, all inside
+// the data dir). cmd/sluice and the end-to-end tests both start Sluice
+// through it, so tests run exactly what users run.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/blob/fileblob"
+	"github.com/sluice-media/sluice/internal/config"
+	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/gateway"
+	"github.com/sluice-media/sluice/internal/media"
+	"github.com/sluice-media/sluice/internal/pipeline"
+	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store/sqlite"
+	"github.com/sluice-media/sluice/internal/telemetry"
+	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/worker"
+)
+
+// BucketName is the name of the embedded bucket, as events carry it.
+const BucketName = "sluice"
+
+// DefaultPipeline runs for every upload: probe, then the steps that apply
+// (a thumbnail for video, the audio track for anything with sound).
+var DefaultPipeline = pipeline.Pipeline{
+	Name:  "default",
+	Steps: []pipeline.StepSpec{{Uses: "probe"}, {Uses: "thumbnail"}, {Uses: "audio"}},
+}
+
+// Server is a running Sluice process.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	lock    *os.File
+	store   *sqlite.Store
+	bucket  *fileblob.Bucket
+	queue   *queue.Queue
+	uploads *upload.Service
+	worker  *worker.Worker
+	http    *http.Server
+	ln      net.Listener
+	Metrics *telemetry.Metrics
+}
+
+// New opens everything cfg describes and starts listening; Run serves.
+// On error, whatever was opened is closed again.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, err error) {
+	if err := cfg.Resolve(); err != nil {
+		return nil, err
+	}
+	s = &Server{cfg: cfg, log: log, Metrics: telemetry.New()}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, err
+	}
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	engine, err := media.NewNative(cfg.Native)
+	if err != nil {
+		return nil, fmt.Errorf("%w: install FFmpeg (apt-get install ffmpeg) or point --ffmpeg/--ffprobe at it", err)
+	}
+	if !engine.Sandboxed() {
+		log.Warn("prlimit not found: FFmpeg runs without a memory cap (install util-linux)")
+	}
+	if s.store, err = sqlite.Open(ctx, filepath.Join(cfg.DataDir, "state.db")); err != nil {
+		return nil, err
+	}
+	if s.bucket, err = fileblob.Open(filepath.Join(cfg.DataDir, "bucket"), BucketName); err != nil {
+		return nil, err
+	}
+	if s.queue, err = queue.Open(ctx, cfg.Queue, log); err != nil {
+		return nil, err
+	}
+	signer, err := loadSigner(cfg.DataDir, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
+
+	reg, err := pipeline.NewRegistry(media.Steps(engine, cfg.Steps)...)
+	if err != nil {
+		return nil, err
+	}
+	if s.worker, err = worker.New(cfg.Worker, s.store, s.bucket, s.queue, reg, DefaultPipeline, s.Metrics, log); err != nil {
+		return nil, err
+	}
+	s.registerQueueDepth()
+
+	gw, err := gateway.New(gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins}, gateway.Deps{
+		Store:       s.store,
+		Uploads:     s.uploads,
+		Delivery:    delivery.New(s.bucket, s.Metrics),
+		DeadLetters: s.queue,
+		Signer:      signer,
+		Metrics:     s.Metrics,
+		Log:         log,
+		Ready: map[string]gateway.Checker{
+			"store": s.store.Ping,
+			"queue": s.queue.Ping,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.http = &http.Server{
+		Handler:           gw,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the base URL of the server on loopback.
+func (s *Server) URL() string {
+	_, port, _ := net.SplitHostPort(s.Addr())
+	return "http://127.0.0.1:" + port
+}
+
+// Run serves until ctx is done, then shuts down gracefully: it stops
+// accepting connections and lets requests in flight finish, stops taking
+// events and lets running jobs finish within the shutdown grace (the rest
+// are handed back to the queue and resume after restart), then closes
+// the queue, the store and the data dir lock.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_ = s.worker.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.uploads.RunReconciler(ctx, s.cfg.ReconcileInterval)
+	}()
+	s.log.Info("sluice serving", "addr", s.Addr(), "data_dir", s.cfg.DataDir)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.log.Info("sluice shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := s.http.Shutdown(sctx); serr != nil {
+		s.log.Warn("http shutdown", "err", serr)
+	}
+	wg.Wait()
+	return err
+}
+
+func (s *Server) close() {
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	if s.queue != nil {
+		s.queue.Close()
+	}
+	if s.bucket != nil {
+		_ = s.bucket.Close()
+	}
+	if s.store != nil {
+		_ = s.store.Close()
+	}
+	if s.lock != nil {
+		_ = s.lock.Close()
+	}
+}
+
+func (s *Server) registerQueueDepth() {
+	depth := func(pick func(queue.Depth) float64) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			d, err := s.queue.Depth(ctx)
+			if err != nil {
+				return -1
+			}
+			return pick(d)
+		}
+	}
+	s.Metrics.RegisterQueueDepth(
+		depth(func(d queue.Depth) float64 { return float64(d.Pending) }),
+		depth(func(d queue.Depth) float64 { return float64(d.AckPending) }),
+	)
+}
+
+// lockDataDir keeps two processes from sharing one data dir.
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another sluice process", dir)
+	}
+	return f, nil
+}

@@ -1,0 +1,188 @@
+// Package store holds Sluice's state: assets, the jobs that process them,
+// the result of each step, and the outputs each asset has. Store is the
+// interface the gateway and workers use; sqlite is the embedded driver and
+// others (PostgreSQL) implement the same interface and pass the same
+// conformance suite in storetest.
+//
+// A job is identified by its idempotency key (see event.ObjectCreated):
+// one object version is processed by one job, however often its event is
+// delivered. Workers hold a job through a lease that they renew while
+// steps run; a lease that lapses (a worker that died) lets another worker
+// claim the job.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Errors drivers return; callers test with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrConflict = errors.New("store: already exists")
+	// ErrLeased means another owner holds a live lease on the job.
+	ErrLeased = errors.New("store: job is leased by another worker")
+	// ErrInvalidCursor means ListOptions.Cursor is not one a Page returned.
+	ErrInvalidCursor = errors.New("store: invalid cursor")
+)
+
+// Status is the state of an asset, a job or a step.
+type Status string
+
+const (
+	StatusPending    Status = "pending"
+	StatusProcessing Status = "processing"
+	StatusSucceeded  Status = "succeeded"
+	StatusFailed     Status = "failed"
+	// StatusSkipped is for steps that did not apply to the input.
+	StatusSkipped Status = "skipped"
+)
+
+// Terminal reports whether s is a final state.
+func (s Status) Terminal() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusSkipped
+}
+
+// Asset is one uploaded media file and what is known about it.
+type Asset struct {
+	ID   string
+	Name string // original file name as the client gave it
+	// ContentType is the declared type until the upload completes, then
+	// the type sniffed from the content.
+	ContentType string
+	Bucket      string
+	Key         string
+	Size        int64 // declared size until uploaded, then actual
+	ETag        string
+	Status      Status
+	Error       string          // readable reason when Status is failed
+	Media       json.RawMessage // probe summary, nil until probed
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	UploadedAt  time.Time // zero until the object is stored
+}
+
+// Object is what MarkUploaded records about the stored source object.
+type Object struct {
+	Bucket      string
+	Key         string
+	Size        int64
+	ETag        string
+	ContentType string
+}
+
+// Job is one processing run of one object version.
+type Job struct {
+	Key        string // idempotency key
+	AssetID    string
+	Status     Status // processing, succeeded or failed
+	Error      string
+	Owner      string    // worker holding the lease
+	LeaseUntil time.Time // zero when no lease is held
+	Claims     int       // how many times a worker has claimed it
+	CreatedAt  time.Time
+	FinishedAt time.Time // zero until finished
+}
+
+// Step is the record of one pipeline step within a job.
+type Step struct {
+	JobKey     string
+	AssetID    string
+	Name       string
+	Status     Status
+	Attempts   int
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Duration   time.Duration
+}
+
+// Output is a file a step produced for an asset. An asset has at most one
+// output per name: writing it again replaces it.
+type Output struct {
+	AssetID     string
+	Name        string // e.g. "thumbnail.jpg"
+	Step        string // the step that produced it
+	Key         string // bucket key
+	ContentType string
+	Size        int64
+	ETag        string
+	CreatedAt   time.Time
+}
+
+// ListOptions select a page of assets, newest first.
+type ListOptions struct {
+	Limit  int    // default 50, at most 1000
+	Cursor string // opaque, from a previous Page.Next; empty for the first page
+	Status Status // optional filter
+}
+
+// Page is one page of assets. Next is empty on the last page.
+type Page struct {
+	Assets []Asset
+	Next   string
+}
+
+// Claim asks for a job's lease.
+type Claim struct {
+	Key     string // idempotency key; the job is created on first claim
+	AssetID string
+	Owner   string
+	Now     time.Time
+	Lease   time.Duration
+}
+
+// Store is the state a Sluice deployment shares.
+type Store interface {
+	CreateAsset(ctx context.Context, a Asset) error
+	GetAsset(ctx context.Context, id string) (Asset, error)
+	ListAssets(ctx context.Context, opts ListOptions) (Page, error)
+	// MarkUploaded records the stored object, sets UploadedAt and returns
+	// the asset to pending with no error.
+	MarkUploaded(ctx context.Context, id string, obj Object) error
+	// SetAssetStatus sets the status and error of an asset directly, for
+	// failures outside a job (an event that was dead-lettered).
+	SetAssetStatus(ctx context.Context, id string, status Status, errMsg string) error
+	SetMedia(ctx context.Context, id string, media json.RawMessage) error
+
+	// ClaimJob creates the job on first call and takes its lease unless
+	// another owner holds a live one (ErrLeased). A finished job is
+	// returned as it is, without a lease, so that the caller can skip it.
+	// Claiming an unfinished job sets its asset to processing.
+	ClaimJob(ctx context.Context, c Claim) (Job, error)
+	// RenewJob extends the lease held by owner (ErrLeased if it lost it).
+	RenewJob(ctx context.Context, key, owner string, until time.Time) error
+	// ReleaseJob gives up owner's lease without finishing the job.
+	ReleaseJob(ctx context.Context, key, owner string) error
+	// FinishJob ends the job held by owner and sets its asset's status and
+	// error to match, in one transaction.
+	FinishJob(ctx context.Context, key, owner string, status Status, errMsg string) error
+	GetJob(ctx context.Context, key string) (Job, error)
+	// LatestJob returns the most recently created job of an asset.
+	LatestJob(ctx context.Context, assetID string) (Job, error)
+
+	// StartStep marks a step running, counting an attempt, and returns it.
+	StartStep(ctx context.Context, jobKey, assetID, name string, now time.Time) (Step, error)
+	// FinishStep records the end of a step started by StartStep.
+	FinishStep(ctx context.Context, s Step) error
+	// ListSteps returns the steps of the asset's latest job in the order
+	// they were first started.
+	ListSteps(ctx context.Context, assetID string) ([]Step, error)
+
+	PutOutput(ctx context.Context, o Output) error
+	// ListOutputs returns an asset's outputs ordered by name.
+	ListOutputs(ctx context.Context, assetID string) ([]Output, error)
+
+	// ListStalled returns uploaded assets still pending or processing,
+	// not updated since before, whose jobs hold no live lease at now:
+	// candidates for the reconciler to queue again.
+	ListStalled(ctx context.Context, now, before time.Time, limit int) ([]Asset, error)
+	// ListAwaitingUpload returns assets created before the given time whose
+	// object was never recorded as uploaded.
+	ListAwaitingUpload(ctx context.Context, before time.Time, limit int) ([]Asset, error)
+
+	Ping(ctx context.Context) error
+	Close() error
+}

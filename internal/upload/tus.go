@@ -1,0 +1,138 @@
+package upload
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tus/tusd/v2/pkg/filelocker"
+	"github.com/tus/tusd/v2/pkg/filestore"
+	tusd "github.com/tus/tusd/v2/pkg/handler"
+	xslog "golang.org/x/exp/slog"
+
+	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/event"
+)
+
+// TusHandler returns the tus 1.0 endpoint (creation, creation-with-upload,
+// termination, and expiration of abandoned uploads) mounted at basePath.
+// The upload id is the asset id. When the last byte arrives the file is
+// moved into the bucket and the upload completed before the client gets
+// its final response, so a client that saw success can look the asset up.
+func (s *Service) TusHandler(basePath string) (http.Handler, error) {
+	if s.cfg.TusDir == "" {
+		return nil, errors.New("upload: tus dir is required")
+	}
+	if err := os.MkdirAll(s.cfg.TusDir, 0o750); err != nil {
+		return nil, err
+	}
+	store := filestore.New(s.cfg.TusDir)
+	composer := tusd.NewStoreComposer()
+	store.UseIn(composer)
+	filelocker.New(s.cfg.TusDir).UseIn(composer)
+
+	h, err := tusd.NewHandler(tusd.Config{
+		StoreComposer:             composer,
+		BasePath:                  basePath,
+		MaxSize:                   s.cfg.MaxSize,
+		DisableDownload:           true,
+		RespectForwardedHeaders:   false,
+		PreUploadCreateCallback:   s.tusCreate,
+		PreFinishResponseCallback: s.tusFinish,
+		// tusd logs every request at info level; keep its warnings only.
+		Logger: xslog.New(xslog.NewJSONHandler(os.Stderr, &xslog.HandlerOptions{Level: xslog.LevelWarn})),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upload: tus handler: %w", err)
+	}
+	return s.withExpiration(h), nil
+}
+
+// tusCreate validates a new resumable upload and creates its asset.
+func (s *Service) tusCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileInfoChanges, error) {
+	info := hook.Upload
+	if info.SizeIsDeferred {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_LENGTH_REQUIRED", "Upload-Length is required", http.StatusBadRequest)
+	}
+	if info.IsPartial || info.IsFinal {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_CONCAT_UNSUPPORTED", "concatenation is not supported", http.StatusBadRequest)
+	}
+	a, err := s.newAsset(hook.Context, info.MetaData["filename"], info.MetaData["filetype"], info.Size)
+	if err != nil {
+		s.log.Error("upload: tus create", "err", err)
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INTERNAL", "could not create the asset", http.StatusInternalServerError)
+	}
+	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Sluice-Asset-Id": a.ID}},
+		tusd.FileInfoChanges{ID: a.ID}, nil
+}
+
+// tusFinish moves a finished upload into the bucket and completes it.
+func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
+	ctx := hook.Context
+	info := hook.Upload
+	fail := func(err error) (tusd.HTTPResponse, error) {
+		s.log.Error("upload: tus finish", "asset", info.ID, "err", err)
+		s.metrics.Uploads.WithLabelValues("tus", "error").Inc()
+		return tusd.HTTPResponse{}, tusd.NewError("ERR_INTERNAL", "could not store the upload", http.StatusInternalServerError)
+	}
+	a, err := s.store.GetAsset(ctx, info.ID)
+	if err != nil {
+		return fail(err)
+	}
+	attrs, err := blob.Import(ctx, s.bucket, a.Key, info.Storage["Path"], blob.PutOptions{ContentType: a.ContentType, Size: info.Size})
+	if err != nil {
+		return fail(err)
+	}
+	_ = os.Remove(info.Storage["InfoPath"])
+	if err := s.complete(ctx, a, attrs, event.ActionCompleteMultipartUpload, "tus"); err != nil {
+		// The bytes are in the bucket: Reconcile completes the upload.
+		return fail(err)
+	}
+	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Sluice-Asset-Id": a.ID}}, nil
+}
+
+// withExpiration adds the tus expiration extension that tusd lacks: it
+// advertises it and tells clients until when an unfinished upload is kept.
+// Reconcile deletes uploads that received nothing for TusExpiry.
+func (s *Service) withExpiration(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&expiringWriter{ResponseWriter: w, method: r.Method, expires: s.now().Add(s.cfg.TusExpiry)}, r)
+	})
+}
+
+type expiringWriter struct {
+	http.ResponseWriter
+	method      string
+	expires     time.Time
+	wroteHeader bool
+}
+
+func (w *expiringWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.wroteHeader = true
+		hdr := w.Header()
+		if ext := hdr.Get("Tus-Extension"); ext != "" && !strings.Contains(ext, "expiration") {
+			hdr.Set("Tus-Extension", ext+",expiration")
+		}
+		// Unfinished uploads only: a finished one has its offset == length.
+		if (w.method == http.MethodPost || w.method == http.MethodPatch) && code < 300 &&
+			hdr.Get("Upload-Offset") != hdr.Get("Upload-Length") {
+			hdr.Set("Upload-Expires", w.expires.UTC().Format(http.TimeFormat))
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *expiringWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection (tusd sets
+// read deadlines through it).
+func (w *expiringWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,274 @@
+// Package upload is Sluice's ingest: it creates assets, takes their bytes
+// (a signed single PUT, or a resumable tus upload through the embedded
+// tusd handler), stores them in the bucket, and announces each completed
+// upload with an object-created event. Both paths end in the same
+// complete step, so the rest of the system cannot tell them apart.
+//
+// Ingest must not lose uploads between systems: Reconcile finds uploads
+// that were stored but whose event or job never finished, and queues them
+// again; it also expires uploads that were abandoned.
+package upload
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sluice-media/sluice/internal/auth"
+	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/event"
+	"github.com/sluice-media/sluice/internal/store"
+	"github.com/sluice-media/sluice/internal/telemetry"
+	"github.com/sluice-media/sluice/internal/wire"
+)
+
+// Errors the gateway maps to HTTP statuses.
+var (
+	ErrTooLarge        = errors.New("upload: too large")
+	ErrInvalid         = errors.New("upload: invalid request")
+	ErrAlreadyUploaded = errors.New("upload: content already uploaded")
+)
+
+// Config configures ingest.
+type Config struct {
+	// MaxSize is the largest upload accepted, in bytes. Default 10 GiB.
+	MaxSize int64
+	// URLExpiry is how long a signed upload URL stays valid. Default 1h.
+	URLExpiry time.Duration
+	// TusDir holds resumable uploads in progress. Required for tus.
+	TusDir string
+	// TusExpiry is how long a resumable upload may go without receiving
+	// data before it is discarded. Default 24h.
+	TusExpiry time.Duration
+	// StaleAfter is how long an uploaded asset may sit unfinished with no
+	// worker holding it before Reconcile queues it again. Default 2m.
+	StaleAfter time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxSize <= 0 {
+		c.MaxSize = 10 << 30
+	}
+	if c.URLExpiry <= 0 {
+		c.URLExpiry = time.Hour
+	}
+	if c.TusExpiry <= 0 {
+		c.TusExpiry = 24 * time.Hour
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = 2 * time.Minute
+	}
+}
+
+// Publisher queues events.
+type Publisher interface {
+	Publish(ctx context.Context, ev event.ObjectCreated) error
+}
+
+// Service takes uploads.
+type Service struct {
+	cfg     Config
+	store   store.Store
+	bucket  blob.Bucket
+	pub     Publisher
+	signer  *auth.Signer
+	metrics *telemetry.Metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New returns an ingest service.
+func New(cfg Config, st store.Store, b blob.Bucket, pub Publisher, signer *auth.Signer, m *telemetry.Metrics, log *slog.Logger) *Service {
+	cfg.setDefaults()
+	return &Service{cfg: cfg, store: st, bucket: b, pub: pub, signer: signer, metrics: m, log: log, now: time.Now}
+}
+
+// Config returns the effective configuration.
+func (s *Service) Config() Config { return s.cfg }
+
+// SourceKey is where an asset's uploaded bytes are stored.
+func SourceKey(assetID string) string { return "uploads/" + assetID }
+
+// ContentPath is the path of an asset's signed PUT endpoint.
+func ContentPath(assetID string) string { return "/v1/uploads/" + assetID + "/content" }
+
+// Constraint names carried in a signed upload URL.
+const (
+	cSize   = "size"
+	cSHA256 = "sha256"
+	cType   = "type"
+)
+
+// Create registers an asset awaiting its bytes and returns a signed URL
+// to PUT them to. baseURL is the scheme and host clients reach Sluice at.
+func (s *Service) Create(ctx context.Context, req wire.UploadRequest, baseURL string) (wire.Upload, error) {
+	if req.Size < 0 {
+		return wire.Upload{}, fmt.Errorf("%w: size must be given and not negative", ErrInvalid)
+	}
+	if req.Size > s.cfg.MaxSize {
+		return wire.Upload{}, fmt.Errorf("%w: %d bytes exceeds the limit of %d", ErrTooLarge, req.Size, s.cfg.MaxSize)
+	}
+	if req.SHA256 != "" {
+		if b, err := hex.DecodeString(req.SHA256); err != nil || len(b) != 32 {
+			return wire.Upload{}, fmt.Errorf("%w: sha256 must be 64 hex digits", ErrInvalid)
+		}
+	}
+	if len(req.ContentType) > 255 {
+		return wire.Upload{}, fmt.Errorf("%w: content type too long", ErrInvalid)
+	}
+	a, err := s.newAsset(ctx, req.Name, req.ContentType, req.Size)
+	if err != nil {
+		return wire.Upload{}, err
+	}
+	c := map[string]string{cSize: strconv.FormatInt(req.Size, 10)}
+	headers := map[string]string{}
+	if req.SHA256 != "" {
+		c[cSHA256] = req.SHA256
+	}
+	if req.ContentType != "" {
+		c[cType] = req.ContentType
+		headers["Content-Type"] = req.ContentType
+	}
+	expires := s.now().Add(s.cfg.URLExpiry)
+	q := s.signer.Sign(http.MethodPut, ContentPath(a.ID), expires, c)
+	return wire.Upload{
+		AssetID:   a.ID,
+		Method:    http.MethodPut,
+		URL:       baseURL + ContentPath(a.ID) + "?" + q.Encode(),
+		Headers:   headers,
+		ExpiresAt: expires.UTC().Truncate(time.Second),
+	}, nil
+}
+
+func (s *Service) newAsset(ctx context.Context, name, contentType string, size int64) (store.Asset, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return store.Asset{}, err
+	}
+	now := s.now()
+	a := store.Asset{
+		ID:          id.String(),
+		Name:        CleanName(name),
+		ContentType: contentType,
+		Bucket:      s.bucket.Name(),
+		Key:         SourceKey(id.String()),
+		Size:        size,
+		Status:      store.StatusPending,
+		CreatedAt:   now,
+		UpdatedAt:   now,
+	}
+	return a, s.store.CreateAsset(ctx, a)
+}
+
+// Put is a signed PUT of an asset's content.
+type Put struct {
+	AssetID string
+	Body    io.Reader
+	// ContentLength is the request's, or -1 when not sent (chunked).
+	ContentLength int64
+	ContentType   string
+	// Constraints are those the verified signature carries.
+	Constraints map[string]string
+	// SHA256 is an optional raw digest sent by the client with the body.
+	SHA256 []byte
+}
+
+// Receive stores the body of a signed PUT and completes the upload. The
+// body is streamed into the bucket; nothing is visible under the key
+// unless all of it arrived and matched the declared size and checksum.
+func (s *Service) Receive(ctx context.Context, p Put) (wire.UploadResult, error) {
+	size, err := strconv.ParseInt(p.Constraints[cSize], 10, 64)
+	if err != nil || size < 0 {
+		return wire.UploadResult{}, fmt.Errorf("%w: signed URL carries no size", ErrInvalid)
+	}
+	if p.ContentLength > size {
+		return wire.UploadResult{}, fmt.Errorf("%w: body of %d bytes exceeds the declared %d", ErrTooLarge, p.ContentLength, size)
+	}
+	if p.ContentLength >= 0 && p.ContentLength < size {
+		return wire.UploadResult{}, fmt.Errorf("%w: body of %d bytes is shorter than the declared %d", ErrInvalid, p.ContentLength, size)
+	}
+	if want := p.Constraints[cType]; want != "" && p.ContentType != want {
+		return wire.UploadResult{}, fmt.Errorf("%w: Content-Type must be %q as signed", ErrInvalid, want)
+	}
+	digest := p.SHA256
+	if hx := p.Constraints[cSHA256]; hx != "" {
+		signed, _ := hex.DecodeString(hx)
+		if digest != nil && !equal(digest, signed) {
+			return wire.UploadResult{}, fmt.Errorf("%w: checksum header differs from the signed checksum", ErrInvalid)
+		}
+		digest = signed
+	}
+	a, err := s.store.GetAsset(ctx, p.AssetID)
+	if err != nil {
+		return wire.UploadResult{}, err
+	}
+	if !a.UploadedAt.IsZero() {
+		return wire.UploadResult{}, ErrAlreadyUploaded
+	}
+	attrs, err := s.bucket.Put(ctx, a.Key, p.Body, blob.PutOptions{ContentType: a.ContentType, Size: size, SHA256: digest})
+	if err != nil {
+		s.metrics.Uploads.WithLabelValues("put", "rejected").Inc()
+		return wire.UploadResult{}, err
+	}
+	if err := s.complete(ctx, a, attrs, event.ActionPutObject, "put"); err != nil {
+		return wire.UploadResult{}, err
+	}
+	return wire.UploadResult{AssetID: a.ID, Size: attrs.Size, ETag: attrs.ETag}, nil
+}
+
+func equal(a, b []byte) bool { return string(a) == string(b) }
+
+// complete records a stored upload and announces it. A failure to publish
+// is not the client's problem: the bytes are safe and Reconcile queues the
+// asset later, so it is logged, not returned.
+func (s *Service) complete(ctx context.Context, a store.Asset, attrs blob.Attrs, action, method string) error {
+	ctype, err := s.sniff(ctx, a.Key)
+	if err != nil {
+		return err
+	}
+	err = s.store.MarkUploaded(ctx, a.ID, store.Object{
+		Bucket: s.bucket.Name(), Key: a.Key, Size: attrs.Size, ETag: attrs.ETag, ContentType: ctype,
+	})
+	if err != nil {
+		return err
+	}
+	s.metrics.Uploads.WithLabelValues(method, "ok").Inc()
+	s.metrics.UploadBytes.WithLabelValues(method).Add(float64(attrs.Size))
+	ev := event.ObjectCreated{
+		Action: action, Bucket: s.bucket.Name(), Key: a.Key, Size: attrs.Size, ETag: attrs.ETag,
+		EventTime: s.now().UTC(), AssetID: a.ID,
+	}
+	if err := s.pub.Publish(ctx, ev); err != nil {
+		s.log.Error("upload: publish event; reconcile will retry", "asset", a.ID, "err", err)
+		return nil
+	}
+	s.metrics.EventsPublished.WithLabelValues("upload").Inc()
+	return nil
+}
+
+// sniff returns the content type of the stored object judged from its
+// first bytes, never from the name or the client's word.
+func (s *Service) sniff(ctx context.Context, key string) (string, error) {
+	obj, err := s.bucket.Open(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	defer obj.Close()
+	head := make([]byte, 512)
+	n, err := io.ReadFull(obj, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	if n == 0 {
+		return "application/octet-stream", nil
+	}
+	return http.DetectContentType(head[:n]), nil
+}

@@ -1,0 +1,118 @@
+// Package wire holds the JSON documents of Sluice's HTTP API, shared by the
+// gateway that writes them and the client and CLI that read them, so that
+// both sides cannot drift apart.
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Asset statuses.
+const (
+	StatusPending    = "pending"
+	StatusProcessing = "processing"
+	StatusSucceeded  = "succeeded"
+	StatusFailed     = "failed"
+)
+
+// Asset is the document at GET /v1/assets/{id}.
+type Asset struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"`
+	Status      string          `json:"status"`
+	Error       string          `json:"error,omitempty"`
+	ContentType string          `json:"content_type,omitempty"`
+	Size        int64           `json:"size"`
+	ETag        string          `json:"etag,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+	UploadedAt  *time.Time      `json:"uploaded_at,omitempty"`
+	Media       json.RawMessage `json:"media"`
+	Outputs     []Output        `json:"outputs"`
+	Steps       []Step          `json:"steps"`
+}
+
+// Done reports whether the asset reached a final status.
+func (a *Asset) Done() bool { return a.Status == StatusSucceeded || a.Status == StatusFailed }
+
+// Output is one file produced for an asset.
+type Output struct {
+	Name        string `json:"name"`
+	Step        string `json:"step,omitempty"`
+	Key         string `json:"key"`
+	ContentType string `json:"content_type"`
+	Size        int64  `json:"size"`
+	ETag        string `json:"etag,omitempty"`
+	URL         string `json:"url"`
+}
+
+// Step is the state of one pipeline step.
+type Step struct {
+	Name       string     `json:"name"`
+	Status     string     `json:"status"`
+	Attempts   int        `json:"attempts"`
+	Error      string     `json:"error,omitempty"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	DurationMS float64    `json:"duration_ms"`
+}
+
+// AssetList is the document at GET /v1/assets.
+type AssetList struct {
+	Assets     []Asset `json:"assets"`
+	NextCursor string  `json:"next_cursor,omitempty"`
+}
+
+// UploadRequest is the body of POST /v1/uploads.
+type UploadRequest struct {
+	Name        string `json:"name"`
+	ContentType string `json:"content_type,omitempty"`
+	Size        int64  `json:"size"`
+	// SHA256 is the hex digest the content must have (optional).
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// Upload is the answer to POST /v1/uploads: where and how to send the bytes.
+type Upload struct {
+	AssetID   string            `json:"asset_id"`
+	Method    string            `json:"method"`
+	URL       string            `json:"url"`
+	Headers   map[string]string `json:"headers,omitempty"`
+	ExpiresAt time.Time         `json:"expires_at"`
+}
+
+// UploadResult is the answer to a completed signed PUT.
+type UploadResult struct {
+	AssetID string `json:"asset_id"`
+	Size    int64  `json:"size"`
+	ETag    string `json:"etag"`
+}
+
+// DeadLetter is one entry at GET /v1/dead-letters.
+type DeadLetter struct {
+	Seq        uint64          `json:"seq"`
+	AssetID    string          `json:"asset_id,omitempty"`
+	Reason     string          `json:"reason"`
+	Deliveries int             `json:"deliveries"`
+	FailedAt   time.Time       `json:"failed_at"`
+	Event      json.RawMessage `json:"event"`
+}
+
+// DeadLetterList is the document at GET /v1/dead-letters.
+type DeadLetterList struct {
+	DeadLetters []DeadLetter `json:"dead_letters"`
+	// Next is the value of ?after= for the next page; 0 on the last page.
+	Next uint64 `json:"next,omitempty"`
+}
+
+// Error is the body of every error response.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong: a stable code and a readable message.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,208 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/pipeline"
+	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store"
+)
+
+// OutputKey is where an asset's output named name is stored.
+func OutputKey(assetID, name string) string { return "assets/" + assetID + "/" + name }
+
+// handle runs one delivery to its end: ack, retry, dead letter or release.
+func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
+	ev := d.Event
+	log := w.log.With("asset", ev.AssetID, "seq", d.Seq, "attempt", d.Attempt)
+	key := ev.IdempotencyKey()
+
+	asset, err := w.store.GetAsset(ctx, ev.AssetID)
+	if err != nil {
+		w.retry(ctx, d, log, "", fmt.Errorf("load asset: %w", err))
+		return
+	}
+	if asset.Key != ev.Key || asset.ETag != ev.ETag {
+		log.Info("worker: stale event for a replaced object; skipping")
+		w.ack(ctx, d, log, "stale")
+		return
+	}
+	job, err := w.store.ClaimJob(ctx, store.Claim{Key: key, AssetID: ev.AssetID, Owner: w.owner, Now: time.Now(), Lease: w.cfg.Lease})
+	switch {
+	case errors.Is(err, store.ErrLeased):
+		// Another worker is on it (a duplicate event). Look again once its
+		// lease would have lapsed, in case that worker dies.
+		_ = d.Defer(time.Until(job.LeaseUntil) + time.Second)
+		return
+	case err != nil:
+		w.retry(ctx, d, log, "", fmt.Errorf("claim job: %w", err))
+		return
+	case job.Status.Terminal():
+		w.ack(ctx, d, log, "duplicate")
+		return
+	}
+
+	stopKeepAlive := d.KeepAlive()
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	stopRenew := w.renewLease(jobCtx, cancel, key)
+	err = w.run(jobCtx, asset, key)
+	stopRenew()
+	stopKeepAlive()
+	cancel(nil)
+
+	var me *pipeline.MediaError
+	switch {
+	case err == nil:
+		w.finish(ctx, d, log, key, store.StatusSucceeded, "")
+	case errors.As(err, &me):
+		log.Info("worker: asset failed", "reason", me.Reason, "cause", me.Err)
+		w.finish(ctx, d, log, key, store.StatusFailed, me.Reason)
+	case ctx.Err() != nil:
+		// Shutdown: leave the job to whoever gets the event next.
+		_ = w.store.ReleaseJob(context.WithoutCancel(ctx), key, w.owner)
+		_ = d.Release()
+		w.metrics.Jobs.WithLabelValues("interrupted").Inc()
+	default:
+		w.retry(ctx, d, log, key, err)
+	}
+}
+
+// renewLease keeps the job's lease alive; if it is lost (another worker
+// took the job over) the job is cancelled.
+func (w *Worker) renewLease(ctx context.Context, cancel context.CancelCauseFunc, key string) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(w.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				err := w.store.RenewJob(ctx, key, w.owner, time.Now().Add(w.cfg.Lease))
+				if errors.Is(err, store.ErrLeased) {
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
+}
+
+// run prepares the job's input and scratch space and runs the pipeline.
+func (w *Worker) run(ctx context.Context, asset store.Asset, key string) error {
+	dir, err := os.MkdirTemp(w.cfg.ScratchDir, "job-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	outDir := filepath.Join(dir, "out")
+	if err := os.Mkdir(outDir, 0o750); err != nil {
+		return err
+	}
+	input, err := w.localInput(ctx, asset, dir)
+	if err != nil {
+		return err
+	}
+	job := &pipeline.Job{AssetID: asset.ID, Input: input, Dir: outDir}
+	if len(asset.Media) > 0 {
+		var m pipeline.Media
+		if err := json.Unmarshal(asset.Media, &m); err == nil {
+			job.Media = &m
+		}
+	}
+	t, err := w.newTracker(ctx, asset, key, job)
+	if err != nil {
+		return err
+	}
+	return w.runner.Run(ctx, job, w.pipeline, t)
+}
+
+// localInput returns a local path to the source: the bucket's own file
+// when it has one, else a streamed copy in dir.
+func (w *Worker) localInput(ctx context.Context, asset store.Asset, dir string) (string, error) {
+	if _, err := w.bucket.Stat(ctx, asset.Key); err != nil {
+		return "", fmt.Errorf("source object %s: %w", asset.Key, err)
+	}
+	if lp, ok := w.bucket.(blob.LocalPather); ok {
+		return lp.LocalPath(asset.Key)
+	}
+	obj, err := w.bucket.Open(ctx, asset.Key)
+	if err != nil {
+		return "", fmt.Errorf("source object %s: %w", asset.Key, err)
+	}
+	defer obj.Close()
+	path := filepath.Join(dir, "source")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, obj); err != nil {
+		return "", fmt.Errorf("copy source: %w", err)
+	}
+	return path, f.Close()
+}
+
+func (w *Worker) finish(ctx context.Context, d *queue.Delivery, log *slog.Logger, key string, status store.Status, reason string) {
+	if err := w.store.FinishJob(ctx, key, w.owner, status, reason); err != nil {
+		// Not recorded, so not acknowledged: the event comes back.
+		w.retry(ctx, d, log, key, fmt.Errorf("record result: %w", err))
+		return
+	}
+	w.ack(ctx, d, log, string(status))
+}
+
+func (w *Worker) ack(ctx context.Context, d *queue.Delivery, log *slog.Logger, outcome string) {
+	if err := d.Ack(ctx); err != nil {
+		// The outcome is recorded; a redelivery will find the job finished.
+		log.Warn("worker: ack failed", "err", err)
+	}
+	w.metrics.Jobs.WithLabelValues(outcome).Inc()
+}
+
+// retry hands the event back with backoff; on the last attempt it records
+// the asset as failed and dead-letters the event.
+func (w *Worker) retry(ctx context.Context, d *queue.Delivery, log *slog.Logger, key string, cause error) {
+	log.Warn("worker: job error", "err", cause, "last", d.Last)
+	if d.Last {
+		reason := fmt.Sprintf("gave up after %d attempts: %v", d.Attempt, cause)
+		var err error
+		if key != "" {
+			err = w.store.FinishJob(ctx, key, w.owner, store.StatusFailed, reason)
+		} else {
+			err = w.store.SetAssetStatus(ctx, d.Event.AssetID, store.StatusFailed, reason)
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			log.Error("worker: record failure", "err", err)
+		}
+		if err := d.DeadLetter(ctx, reason); err != nil {
+			log.Error("worker: dead-letter", "err", err)
+			return
+		}
+		w.metrics.DeadLetters.Inc()
+		w.metrics.Jobs.WithLabelValues("dead_lettered").Inc()
+		return
+	}
+	if key != "" {
+		_ = w.store.ReleaseJob(ctx, key, w.owner)
+	}
+	if _, err := d.Retry(ctx, cause); err != nil {
+		log.Error("worker: nak", "err", err)
+	}
+	w.metrics.Jobs.WithLabelValues("retried").Inc()
+}

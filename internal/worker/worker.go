@@ -1,0 +1,132 @@
+// Package worker turns queued events into finished jobs: it takes an event
+// from the queue, claims the job for that object version in the state
+// store, runs the pipeline over a local copy (or the bucket's own file),
+// stores each step's outputs and result as it goes, and acknowledges the
+// event only once the job's outcome is recorded.
+//
+// Delivery is at least once, so everything here is idempotent: a job that
+// already finished is acknowledged and skipped; steps that succeeded in an
+// earlier delivery are not run again; outputs go to fixed keys, so a rerun
+// replaces them instead of adding copies.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/pipeline"
+	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store"
+	"github.com/sluice-media/sluice/internal/telemetry"
+)
+
+// Config configures a worker.
+type Config struct {
+	// Concurrency is how many jobs run at once. Default 2.
+	Concurrency int
+	// Lease is how long a claim on a job lasts without renewal; renewed at
+	// a third of it. Keep it no longer than the queue's ack wait, so that
+	// a redelivered event finds the dead worker's lease expired. Default 30s.
+	Lease time.Duration
+	// StepTimeout bounds a step whose pipeline gives none. Default 10m.
+	StepTimeout time.Duration
+	// ScratchDir holds each job's working directory. Required.
+	ScratchDir string
+	// ShutdownGrace is how long running jobs may go on after shutdown
+	// begins before they are interrupted and left for redelivery.
+	// Default 30s.
+	ShutdownGrace time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 2
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.StepTimeout <= 0 {
+		c.StepTimeout = 10 * time.Minute
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+}
+
+// Queue is what the worker needs of the queue.
+type Queue interface {
+	Consume(ctx context.Context, workers int, h queue.Handler) *queue.Consumer
+}
+
+// Worker processes events.
+type Worker struct {
+	cfg      Config
+	store    store.Store
+	bucket   blob.Bucket
+	queue    Queue
+	runner   *pipeline.Runner
+	pipeline pipeline.Pipeline
+	metrics  *telemetry.Metrics
+	log      *slog.Logger
+	owner    string
+}
+
+// New returns a worker that runs p for every event.
+func New(cfg Config, st store.Store, b blob.Bucket, q Queue, reg *pipeline.Registry, p pipeline.Pipeline, m *telemetry.Metrics, log *slog.Logger) (*Worker, error) {
+	cfg.setDefaults()
+	if cfg.ScratchDir == "" {
+		return nil, errors.New("worker: scratch dir is required")
+	}
+	if err := os.MkdirAll(cfg.ScratchDir, 0o750); err != nil {
+		return nil, err
+	}
+	if err := reg.Resolve(p); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	return &Worker{
+		cfg:      cfg,
+		store:    st,
+		bucket:   b,
+		queue:    q,
+		runner:   &pipeline.Runner{Registry: reg, Timeout: cfg.StepTimeout},
+		pipeline: p,
+		metrics:  m,
+		log:      log,
+		owner:    fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
+	}, nil
+}
+
+// Run consumes events until ctx is done, then stops taking new ones, gives
+// running jobs the shutdown grace to finish, interrupts the rest (their
+// events are handed back for redelivery) and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	work, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	c := w.queue.Consume(work, w.cfg.Concurrency, w.handle)
+	<-ctx.Done()
+	c.Stop()
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.ShutdownGrace):
+		w.log.Warn("worker: shutdown grace over, interrupting running jobs")
+		abort()
+		<-done
+	}
+	return nil
+}
+
+func randomID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
