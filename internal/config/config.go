@@ -118,6 +118,14 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Native.FFprobe, "ffprobe", c.Native.FFprobe, "ffprobe binary (env SLUICE_FFPROBE)")
 	fs.IntVar(&c.Steps.ThumbnailWidth, "thumbnail-width", c.Steps.ThumbnailWidth, "thumbnail width in pixels (env SLUICE_THUMBNAIL_WIDTH)")
 	fs.DurationVar(&c.Worker.StepTimeout, "step-timeout", c.Worker.StepTimeout, "default time limit of a pipeline step (env SLUICE_STEP_TIMEOUT)")
+	fs.Func("ack-wait", "how long a job may go without a sign of life before its event is redelivered; also the job lease (env SLUICE_ACK_WAIT; default 30s)", func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		c.Queue.AckWait, c.Worker.Lease = d, d
+		return nil
+	})
 	fs.DurationVar(&c.Worker.ShutdownGrace, "shutdown-grace", c.Worker.ShutdownGrace, "how long running jobs may finish after SIGTERM (env SLUICE_SHUTDOWN_GRACE)")
 }
 
@@ -165,6 +173,10 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	c.Worker.Concurrency, c.Steps.ThumbnailWidth = int(conc), int(width)
 	dur("SLUICE_STEP_TIMEOUT", &c.Worker.StepTimeout)
 	dur("SLUICE_SHUTDOWN_GRACE", &c.Worker.ShutdownGrace)
+	dur("SLUICE_ACK_WAIT", &c.Queue.AckWait)
+	if getenv("SLUICE_ACK_WAIT") != "" {
+		c.Worker.Lease = c.Queue.AckWait
+	}
 	if v := getenv("SLUICE_CORS_ORIGINS"); v != "" {
 		c.CORSOrigins = strings.Split(v, ",")
 	}

@@ -179,8 +179,8 @@ type Store interface {
 	// not updated since before, whose jobs hold no live lease at now:
 	// candidates for the reconciler to queue again.
 	ListStalled(ctx context.Context, now, before time.Time, limit int) ([]Asset, error)
-	// ListAwaitingUpload returns assets created before the given time whose
-	// object was never recorded as uploaded.
+	// ListAwaitingUpload returns pending assets created before the given
+	// time whose object was never recorded as uploaded.
 	ListAwaitingUpload(ctx context.Context, before time.Time, limit int) ([]Asset, error)
 
 	Ping(ctx context.Context) error

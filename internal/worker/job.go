@@ -179,14 +179,14 @@ func (w *Worker) ack(ctx context.Context, d *queue.Delivery, log *slog.Logger, o
 // the asset as failed and dead-letters the event.
 func (w *Worker) retry(ctx context.Context, d *queue.Delivery, log *slog.Logger, key string, cause error) {
 	log.Warn("worker: job error", "err", cause, "last", d.Last)
+	if key != "" {
+		_ = w.store.ReleaseJob(ctx, key, w.owner)
+	}
 	if d.Last {
+		// The asset shows as failed, but its job stays open: replaying the
+		// dead letter, once the cause is fixed, runs it to the end.
 		reason := fmt.Sprintf("gave up after %d attempts: %v", d.Attempt, cause)
-		var err error
-		if key != "" {
-			err = w.store.FinishJob(ctx, key, w.owner, store.StatusFailed, reason)
-		} else {
-			err = w.store.SetAssetStatus(ctx, d.Event.AssetID, store.StatusFailed, reason)
-		}
+		err := w.store.SetAssetStatus(ctx, d.Event.AssetID, store.StatusFailed, reason)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			log.Error("worker: record failure", "err", err)
 		}
@@ -197,9 +197,6 @@ func (w *Worker) retry(ctx context.Context, d *queue.Delivery, log *slog.Logger,
 		w.metrics.DeadLetters.Inc()
 		w.metrics.Jobs.WithLabelValues("dead_lettered").Inc()
 		return
-	}
-	if key != "" {
-		_ = w.store.ReleaseJob(ctx, key, w.owner)
 	}
 	if _, err := d.Retry(ctx, cause); err != nil {
 		log.Error("worker: nak", "err", err)

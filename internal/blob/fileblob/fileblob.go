@@ -209,10 +209,31 @@ func (b *Bucket) stage(ctx context.Context, r io.Reader, opts blob.PutOptions) (
 	return st, nil
 }
 
-// commit renames a staged file over key and records its sidecar. Once the
-// rename is done the object is stored, so only a failure to make that
-// rename durable is reported after it.
+// commit renames a staged file over key, records its sidecar, and makes
+// the rename durable. Once the rename is done the object is stored, so
+// only a failure of that last step is reported after it.
 func (b *Bucket) commit(ctx context.Context, key string, st staged) (blob.Attrs, error) {
+	a, newDir, err := b.rename(ctx, key, st)
+	if err != nil {
+		return blob.Attrs{}, err
+	}
+	// Outside the locks, so that readers of key do not wait for the disk.
+	// A directory that a Delete has removed meanwhile needs no sync.
+	for dir := path.Dir(key); ; dir = path.Dir(dir) {
+		if err := b.syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return blob.Attrs{}, err
+		}
+		// A directory MkdirAll made is durable once its parent is synced.
+		if !newDir || dir == "." {
+			break
+		}
+	}
+	return a, nil
+}
+
+// rename does commit's work under the locks. newDir reports that it had
+// to create key's parent directory.
+func (b *Bucket) rename(ctx context.Context, key string, st staged) (a blob.Attrs, newDir bool, err error) {
 	mu := b.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
@@ -221,21 +242,23 @@ func (b *Bucket) commit(ctx context.Context, key string, st staged) (blob.Attrs,
 
 	// Again, since the tree may have changed while the data came in.
 	if err := b.checkWritable(key); err != nil {
-		return blob.Attrs{}, err
+		return blob.Attrs{}, false, err
 	}
 	if err := ctx.Err(); err != nil {
-		return blob.Attrs{}, err
+		return blob.Attrs{}, false, err
 	}
-	dir := path.Dir(key)
-	if dir != "." {
+	if dir := path.Dir(key); dir != "." {
+		if _, err := b.root.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+			newDir = true
+		}
 		if err := b.root.MkdirAll(dir, dirPerm); err != nil {
-			return blob.Attrs{}, conflictOr(key, err)
+			return blob.Attrs{}, false, conflictOr(key, err)
 		}
 	}
 	if err := b.root.Rename(st.name, key); err != nil {
-		return blob.Attrs{}, conflictOr(key, err)
+		return blob.Attrs{}, false, conflictOr(key, err)
 	}
-	a := blob.Attrs{
+	a = blob.Attrs{
 		Key:         key,
 		Size:        st.info.Size(),
 		ContentType: st.contentType,
@@ -243,13 +266,13 @@ func (b *Bucket) commit(ctx context.Context, key string, st staged) (blob.Attrs,
 		ModTime:     st.info.ModTime(),
 	}
 	b.writeMeta(a, st.info)
-	if err := b.syncDir(dir); err != nil {
-		return blob.Attrs{}, err
-	}
-	return a, nil
+	return a, newDir, nil
 }
 
 func (b *Bucket) syncDir(dir string) error {
+	if !syncDirs {
+		return nil
+	}
 	d, err := b.root.Open(dir)
 	if err != nil {
 		return err
@@ -690,7 +713,8 @@ func (b *Bucket) readMeta(key string, fi fs.FileInfo) (blob.Attrs, bool) {
 	}
 	var m sidecar
 	if json.Unmarshal(data, &m) != nil ||
-		m.Key != key || m.Size != fi.Size() ||  len(m.ETag) != 2*md5.Size {
+		m.Key != key || m.Size != fi.Size() || m.ModTime != fi.ModTime().UnixNano() ||
+		m.Inode != inode(fi) || len(m.ETag) != 2*md5.Size {
 		return blob.Attrs{}, false
 	}
 	return blob.Attrs{Key: key, Size: m.Size, ContentType: m.ContentType, ETag: m.ETag, ModTime: fi.ModTime()}, true

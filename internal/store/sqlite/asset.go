@@ -71,7 +71,7 @@ func (s *Store) CreateAsset(ctx context.Context, a store.Asset) error {
 		return errors.New("sqlite: create asset: empty id")
 	}
 	if a.CreatedAt.IsZero() {
-		a.CreatedAt = s.clock()
+		a.CreatedAt = utcNow()
 	}
 	if a.UpdatedAt.IsZero() {
 		a.UpdatedAt = a.CreatedAt
@@ -183,7 +183,7 @@ func decodeCursor(c string) (created int64, id string, err error) {
 
 // MarkUploaded records the stored object and returns the asset to pending.
 func (s *Store) MarkUploaded(ctx context.Context, id string, obj store.Object) error {
-	now := s.clock().UnixNano()
+	now := utcNow().UnixNano()
 	res, err := s.w.ExecContext(ctx, `UPDATE assets SET
 		bucket = ?, object_key = ?, size = ?, etag = ?, content_type = ?,
 		uploaded_at = ?, status = ?, error = '', updated_at = ?
@@ -202,7 +202,7 @@ func (s *Store) MarkUploaded(ctx context.Context, id string, obj store.Object) e
 // SetAssetStatus sets an asset's status and error.
 func (s *Store) SetAssetStatus(ctx context.Context, id string, status store.Status, errMsg string) error {
 	res, err := s.w.ExecContext(ctx, `UPDATE assets SET status = ?, error = ?, updated_at = ? WHERE id = ?`,
-		string(status), errMsg, s.clock().UnixNano(), id)
+		string(status), errMsg, utcNow().UnixNano(), id)
 	if err == nil {
 		err = rowsAffected(res)
 	}
@@ -218,7 +218,7 @@ func (s *Store) SetMedia(ctx context.Context, id string, media json.RawMessage) 
 	if err == nil {
 		var res sql.Result
 		res, err = s.w.ExecContext(ctx, `UPDATE assets SET media = ?, updated_at = ? WHERE id = ?`,
-			m, s.clock().UnixNano(), id)
+			m, utcNow().UnixNano(), id)
 		if err == nil {
 			err = rowsAffected(res)
 		}
@@ -251,11 +251,11 @@ func (s *Store) ListStalled(ctx context.Context, now, before time.Time, n int) (
 	return assets, nil
 }
 
-// ListAwaitingUpload returns assets created before before and never
-// uploaded, oldest first.
+// ListAwaitingUpload returns pending assets created before before and
+// never uploaded, oldest first.
 func (s *Store) ListAwaitingUpload(ctx context.Context, before time.Time, n int) ([]store.Asset, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+assetColumns+` FROM assets
-		WHERE uploaded_at IS NULL AND created_at < ?
+		WHERE uploaded_at IS NULL AND status = 'pending' AND created_at < ?
 		ORDER BY created_at, id
 		LIMIT ?`,
 		instant(before), limit(n))

@@ -49,7 +49,7 @@ func (s *Store) ClaimJob(ctx context.Context, c store.Claim) (store.Job, error) 
 	}
 	now := c.Now
 	if now.IsZero() {
-		now = s.clock()
+		now = utcNow()
 	}
 	var job store.Job
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
@@ -83,7 +83,7 @@ func (s *Store) ClaimJob(ctx context.Context, c store.Claim) (store.Job, error) 
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE assets SET status = ?, error = '', updated_at = ? WHERE id = ?`,
-			string(store.StatusProcessing), s.clock().UnixNano(), job.AssetID)
+			string(store.StatusProcessing), utcNow().UnixNano(), job.AssetID)
 		if err != nil {
 			return err
 		}
@@ -171,7 +171,7 @@ func (s *Store) FinishJob(ctx context.Context, key, owner string, status store.S
 		if err != nil || j.Status.Terminal() {
 			return err
 		}
-		now := s.clock().UnixNano()
+		now := utcNow().UnixNano()
 		_, err = tx.ExecContext(ctx, `UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_until = NULL
 			WHERE job_key = ?`,
 			string(status), errMsg, now, key)

@@ -18,7 +18,7 @@ func (s *Store) PutOutput(ctx context.Context, o store.Output) error {
 		return fmt.Errorf("sqlite: put output of asset %q: empty name", o.AssetID)
 	}
 	if o.CreatedAt.IsZero() {
-		o.CreatedAt = s.clock()
+		o.CreatedAt = utcNow()
 	}
 	// The WHERE makes an unknown asset insert nothing rather than fail a
 	// foreign key, and also disambiguates ON CONFLICT after a SELECT.

@@ -39,9 +39,9 @@ import (
 var _ store.Store = (*Store)(nil)
 
 const (
-	// busyTimeout bounds how long a connection waits for a lock held by
-	// another process sharing the file; within one Store the single write
-	// connection means it waits only for checkpoints.
+	// busyTimeout bounds how long a connection waits for the locks WAL
+	// mode still takes (recovery, checkpoints) and for another process
+	// writing the same file.
 	busyTimeout = 5 * time.Second
 
 	defaultLimit = 50
@@ -50,9 +50,8 @@ const (
 
 // Store is a store.Store backed by one SQLite database file.
 type Store struct {
-	w   *sql.DB // one connection: every write, in IMMEDIATE transactions
-	r   *sql.DB // read-only connections
-	now func() time.Time
+	w *sql.DB // one connection: every write, in IMMEDIATE transactions
+	r *sql.DB // read-only connections
 }
 
 // Open opens the database at path, creating the file if needed (its
@@ -69,7 +68,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// which does not say which part of the path is wrong.
 	dir := filepath.Dir(abs)
 	if fi, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("sqlite: open %s: directory %s: %w", path, dir, err)
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("sqlite: open %s: %s is not a directory", path, dir)
 	}
@@ -79,9 +78,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxIdleTime(0)
-	w.SetConnMaxLifetime(0)
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -104,7 +100,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	return &Store{w: w, r: r, now: time.Now}, nil
+	return &Store{w: w, r: r}, nil
 }
 
 // dsn builds the driver's connection string for the file at abs.
@@ -166,9 +162,9 @@ func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// clock returns the store's current time in UTC.
-func (s *Store) clock() time.Time {
-	return s.now().UTC()
+// utcNow is the store's clock, for the times it sets itself.
+func utcNow() time.Time {
+	return time.Now().UTC()
 }
 
 // nullTime is how a time is written to a nullable column: NULL for the

@@ -40,7 +40,7 @@ func (s *Store) StartStep(ctx context.Context, jobKey, assetID, name string, now
 		return store.Step{}, fmt.Errorf("sqlite: start step of job %q: empty name", jobKey)
 	}
 	if now.IsZero() {
-		now = s.clock()
+		now = utcNow()
 	}
 	var st store.Step
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
@@ -81,7 +81,7 @@ func (s *Store) FinishStep(ctx context.Context, st store.Step) error {
 	}
 	finished := st.FinishedAt
 	if finished.IsZero() {
-		finished = s.clock()
+		finished = utcNow()
 	}
 	res, err := s.w.ExecContext(ctx, `UPDATE steps SET status = ?, error = ?, finished_at = ?,
 		duration_ns = CASE

@@ -401,6 +401,7 @@ func testListAwaitingUpload(t *testing.T, s store.Store) {
 	}{
 		{"uploaded-old", 4 * time.Hour, true},
 		{"old", 3 * time.Hour, false},
+		{"expired", 3 * time.Hour, false},
 		{"uploaded", 2 * time.Hour, true},
 		{"older-tie-b", time.Hour, false},
 		{"older-tie-a", time.Hour, false},
@@ -411,6 +412,10 @@ func testListAwaitingUpload(t *testing.T, s store.Store) {
 		if a.uploaded {
 			mustUpload(t, s, a.id)
 		}
+	}
+	// Given up on already: not awaiting any more.
+	if err := s.SetAssetStatus(ctx, "expired", store.StatusFailed, "upload expired"); err != nil {
+		t.Fatal(err)
 	}
 	tests := []struct {
 		before time.Time

@@ -22,3 +22,7 @@ func device(fi fs.FileInfo) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// syncDirs says that a directory can be synced to make a rename in it
+// durable.
+const syncDirs = true
