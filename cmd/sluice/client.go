@@ -200,4 +200,3 @@ func (p *progressBar) done() {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-

@@ -18,6 +18,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors every driver maps its failures to; callers test with errors.Is.
@@ -86,10 +87,10 @@ type Importer interface {
 
 // ValidateKey rejects keys that could escape a bucket's root or be
 // misread by a driver: empty, absolute, with "." or ".." segments, empty
-// segments, backslashes, control characters, or longer than 1024 bytes
-// (S3's limit).
+// segments, backslashes, control characters (C0 and C1), invalid UTF-8, or
+// longer than 1024 bytes (S3's limit).
 func ValidateKey(key string) error {
-	if key == "" || len(key) > 1024 || strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/") {
+	if !utf8.ValidString(key) || key == "" || len(key) > 1024 || strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/") {
 		return ErrInvalidKey
 	}
 	for _, seg := range strings.Split(key, "/") {
@@ -98,7 +99,7 @@ func ValidateKey(key string) error {
 		}
 	}
 	for _, r := range key {
-		if r < 0x20 || r == 0x7f || r == '\\' {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == '\\' {
 			return ErrInvalidKey
 		}
 	}

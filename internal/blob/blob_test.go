@@ -38,6 +38,8 @@ func TestValidateKey(t *testing.T) {
 		{"tab", "a\tb", false},
 		{"del", "a\x7fb", false},
 		{"1025 bytes", strings.Repeat("k", 1025), false},
+		{"C1 control", "a\u0085b", false},
+		{"invalid utf-8", "a\xffb", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Checks, and when run as root installs, what Sluice needs besides Go:
+# FFmpeg (ffmpeg, ffprobe) and prlimit (util-linux) for the FFmpeg sandbox.
+# Sourced by scripts/serve.sh and scripts/test.sh.
+set -euo pipefail
+
+need_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    echo "Go is not installed: get Go 1.26 or newer from https://go.dev/dl/" >&2
+    exit 1
+  fi
+  local want have
+  want=$(awk '/^go /{print $2; exit}' "$(dirname "${BASH_SOURCE[0]}")/../go.mod")
+  have=$(go env GOVERSION | sed 's/^go//')
+  if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1)" != "$want" ]; then
+    echo "Go $have is older than the $want go.mod asks for; GOTOOLCHAIN=auto fetches it when the proxy is reachable." >&2
+  fi
+}
+
+need_packages() {
+  local missing=()
+  command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+  command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+  command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  # unique
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing ${missing[*]} with apt-get..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "Missing: ${missing[*]}. Install with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+need_go
+need_packages

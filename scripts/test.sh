@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up what is missing and runs Sluice's whole test suite: vet, then
+# every package's tests with the race detector. The tests use real FFmpeg,
+# an embedded NATS JetStream server and SQLite; nothing is faked but
+# remote SaaS APIs. Extra arguments go to `go test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+go vet ./...
+unformatted=$(gofmt -l cmd internal)
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+go test -race -count=1 -timeout 20m "$@" ./...
