@@ -51,3 +51,9 @@ var formatWhitelist = strings.Join(allowedDemuxers, ",")
 func inputArgs(m *pipeline.Media, input string) []string {
 	return []string{"-protocol_whitelist", "file", "-f", m.Format, "-i", "file:" + input}
 }
+
+// whitelistedInputArgs open input before it has been probed: any demuxer
+// in the allowlist, reading only that file.
+func whitelistedInputArgs(input string) []string {
+	return []string{"-protocol_whitelist", "file", "-format_whitelist", formatWhitelist, "-i", "file:" + input}
+}

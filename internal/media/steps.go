@@ -66,27 +66,49 @@ func (*Thumbnail) Applies(job *pipeline.Job) bool {
 
 // seekTime is At, or the middle of clips not longer than At.
 func (t *Thumbnail) seekTime(duration float64) float64 {
-	at := t.At
-	if at <= 0 {
-		at = 2
+	if at := t.at(); duration > at {
+		return at
 	}
-	if duration <= at {
-		return duration / 2
+	return duration / 2
+}
+
+func (t *Thumbnail) at() float64 {
+	if t.At <= 0 {
+		return 2
 	}
-	return at
+	return t.At
 }
 
 func (t *Thumbnail) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, error) {
+	at := t.seekTime(job.Media.Duration)
+	return t.render(ctx, job, inputArgs(job.Media, job.Input), at)
+}
+
+// Prestart renders at At while the probe runs. Without a probe result
+// the demuxer cannot be pinned, so the input is opened under the same
+// demuxer whitelist the probe uses.
+func (t *Thumbnail) Prestart(ctx context.Context, job *pipeline.Job) (pipeline.Result, error) {
+	return t.render(ctx, job, whitelistedInputArgs(job.Input), t.at())
+}
+
+// Keep accepts the early thumbnail when the probe confirms the clip is
+// longer than At, which is where the early run seeked to.
+func (t *Thumbnail) Keep(job *pipeline.Job, early pipeline.Result) bool {
+	return job.Media != nil && job.Media.Duration > t.at()
+}
+
+var _ pipeline.Prestarter = (*Thumbnail)(nil)
+
+func (t *Thumbnail) render(ctx context.Context, job *pipeline.Job, input []string, at float64) (pipeline.Result, error) {
 	width := t.Width
 	if width <= 0 {
 		width = 640
 	}
-	at := t.seekTime(job.Media.Duration)
 	// Never upscale; keep the display aspect ratio (dar accounts for
 	// non-square pixels); even dimensions for chroma subsampling.
 	scale := fmt.Sprintf("scale=w='trunc(min(%d\\,iw*sar)/2)*2':h='trunc(ow/dar/2)*2',setsar=1", width)
 	args := []string{"-ss", strconv.FormatFloat(at, 'f', 3, 64)}
-	args = append(args, inputArgs(job.Media, job.Input)...)
+	args = append(args, input...)
 	args = append(args,
 		"-map", "0:v:0", "-an", "-sn", "-dn",
 		"-frames:v", "1", "-vf", scale,

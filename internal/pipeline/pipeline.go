@@ -49,6 +49,17 @@ type Step interface {
 	Run(ctx context.Context, job *Job) (Result, error)
 }
 
+// Prestarter is implemented by steps worth starting while the input is
+// still being probed, on the guess that they will apply: a thumbnail of a
+// fresh upload should not wait for the probe. Prestart runs with
+// job.Media nil. Once the probe is done the runner keeps the early result
+// only if the step applies and Keep accepts it; otherwise the step runs
+// as usual and its outputs are written again.
+type Prestarter interface {
+	Prestart(ctx context.Context, job *Job) (Result, error)
+	Keep(job *Job, early Result) bool
+}
+
 // MediaError is a failure caused by the input itself: a file that is not
 // media, or media that cannot be decoded. Retrying does not help. Reason is
 // one readable line, suitable for showing to the person who uploaded it.

@@ -32,7 +32,9 @@ type Runner struct {
 // the context's error when ctx ended (the job should be resumed later), or
 // another error for failures worth retrying.
 func (r *Runner) Run(ctx context.Context, job *Job, p Pipeline, t Tracker) error {
-	for _, spec := range p.Steps {
+	var early *prestarted
+	defer func() { early.stop() }()
+	for i, spec := range p.Steps {
 		step, ok := r.Registry.Lookup(spec.Uses)
 		if !ok {
 			return fmt.Errorf("pipeline %q: unknown step %q", p.Name, spec.Uses)
@@ -40,8 +42,20 @@ func (r *Runner) Run(ctx context.Context, job *Job, p Pipeline, t Tracker) error
 		if t.Done(spec.Uses) {
 			continue
 		}
+		if i == 0 && job.Media == nil {
+			early = r.prestart(ctx, job, p.Steps[1:], t)
+		}
 		if !step.Applies(job) {
 			if err := t.Skipped(ctx, spec.Uses); err != nil {
+				return err
+			}
+			continue
+		}
+		if res, took, ok := early.take(job, step); ok {
+			if err := t.Started(ctx, spec.Uses); err != nil {
+				return err
+			}
+			if err := t.Finished(ctx, spec.Uses, res, nil, took); err != nil {
 				return err
 			}
 			continue
@@ -101,4 +115,83 @@ func runSafely(ctx context.Context, job *Job, step Step) (res Result, err error)
 		}
 	}()
 	return step.Run(ctx, job)
+}
+
+// prestarted holds steps started early, while the first step probes.
+type prestarted struct {
+	cancel  context.CancelFunc
+	results map[string]chan earlyResult
+}
+
+type earlyResult struct {
+	res  Result
+	err  error
+	took time.Duration
+}
+
+// prestart launches every Prestarter among specs in the background.
+func (r *Runner) prestart(ctx context.Context, job *Job, specs []StepSpec, t Tracker) *prestarted {
+	ctx, cancel := context.WithCancel(ctx)
+	e := &prestarted{cancel: cancel, results: map[string]chan earlyResult{}}
+	for _, spec := range specs {
+		step, _ := r.Registry.Lookup(spec.Uses)
+		ps, ok := step.(Prestarter)
+		if !ok || t.Done(spec.Uses) {
+			continue
+		}
+		timeout := spec.Timeout
+		if timeout <= 0 {
+			timeout = r.Timeout
+		}
+		ch := make(chan earlyResult, 1)
+		e.results[spec.Uses] = ch
+		view := *job // the early run must not see the probe's findings land
+		go func() {
+			sctx, scancel := context.WithTimeout(ctx, timeout)
+			defer scancel()
+			start := time.Now()
+			var er earlyResult
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						er.err = fmt.Errorf("%s: panic: %v", step.Name(), p)
+					}
+				}()
+				er.res, er.err = ps.Prestart(sctx, &view)
+			}()
+			er.took = time.Since(start)
+			ch <- er
+		}()
+	}
+	return e
+}
+
+// take waits for the early run of step and returns its result if it is
+// to be kept.
+func (e *prestarted) take(job *Job, step Step) (Result, time.Duration, bool) {
+	if e == nil {
+		return Result{}, 0, false
+	}
+	ch, ok := e.results[step.Name()]
+	if !ok {
+		return Result{}, 0, false
+	}
+	delete(e.results, step.Name())
+	er := <-ch
+	if er.err != nil || !step.(Prestarter).Keep(job, er.res) {
+		return Result{}, 0, false
+	}
+	return er.res, er.took, true
+}
+
+// stop cancels early runs not taken and waits for them, so that none
+// writes into the job directory after Run returns.
+func (e *prestarted) stop() {
+	if e == nil {
+		return
+	}
+	e.cancel()
+	for _, ch := range e.results {
+		<-ch
+	}
 }

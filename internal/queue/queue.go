@@ -113,6 +113,16 @@ type Queue struct {
 	cons   jetstream.Consumer
 	advSub *nats.Subscription
 	log    *slog.Logger
+
+	onDead func(ctx context.Context, ev event.ObjectCreated, reason string)
+}
+
+// OnAbandoned sets a function called when an event is dead-lettered
+// because no delivery of it ever ended (its workers kept dying), so that
+// its asset can be marked failed. Dead letters that a worker sends itself
+// do not call it: that worker records the failure. Set it before Consume.
+func (q *Queue) OnAbandoned(fn func(ctx context.Context, ev event.ObjectCreated, reason string)) {
+	q.onDead = fn
 }
 
 // Open connects (starting the embedded server if no URL is set) and
@@ -323,6 +333,9 @@ func (q *Queue) onMaxDeliveries(m *nats.Msg) {
 		return
 	}
 	_ = q.events.DeleteMsg(ctx, adv.StreamSeq)
+	if ev, err := event.Unmarshal(raw.Data); err == nil && q.onDead != nil {
+		q.onDead(ctx, ev, reason)
+	}
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -147,6 +147,10 @@ func TestCrashedDeliveriesDeadLettered(t *testing.T) {
 	defer q.Close()
 	c := ctx(t)
 	var n atomic.Int32
+	abandoned := make(chan string, 1)
+	q.OnAbandoned(func(ctx context.Context, e event.ObjectCreated, reason string) {
+		abandoned <- e.AssetID + ": " + reason
+	})
 	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) { n.Add(1) })
 	defer func() { cons.Stop(); cons.Wait() }()
 	_ = q.Publish(c, ev(7))
@@ -157,6 +161,14 @@ func TestCrashedDeliveriesDeadLettered(t *testing.T) {
 	dls, _ := q.DeadLetters(c, 0, 10)
 	if dls[0].AssetID != "a7" || dls[0].Deliveries != 2 {
 		t.Errorf("dead letter = %+v", dls[0])
+	}
+	select {
+	case got := <-abandoned:
+		if want := "a7: no delivery completed after 2 attempts (worker stopped or timed out)"; got != want {
+			t.Errorf("abandoned hook got %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("abandoned hook not called")
 	}
 	waitFor(t, "stream emptied", func() bool {
 		d, err := q.Depth(c)

@@ -13,11 +13,11 @@ import (
 type slogLogger = slog.Logger
 
 // newTestLogger sends the server's log to the test's log, shown on failure.
-func newTestLogger(t *testing.T) *slog.Logger {
+func newTestLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

@@ -21,10 +21,12 @@ import (
 	"github.com/sluice-media/sluice/internal/blob/fileblob"
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/gateway"
 	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/store/sqlite"
 	"github.com/sluice-media/sluice/internal/telemetry"
 	"github.com/sluice-media/sluice/internal/upload"
@@ -104,6 +106,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.registerQueueDepth()
+	s.queue.OnAbandoned(func(ctx context.Context, ev event.ObjectCreated, reason string) {
+		s.Metrics.DeadLetters.Inc()
+		if err := s.store.SetAssetStatus(ctx, ev.AssetID, store.StatusFailed, reason); err != nil {
+			log.Error("mark abandoned asset failed", "asset", ev.AssetID, "err", err)
+		}
+	})
 
 	gw, err := gateway.New(gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins}, gateway.Deps{
 		Store:       s.store,

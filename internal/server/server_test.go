@@ -44,7 +44,7 @@ func testConfig(dir string) config.Config {
 	return cfg
 }
 
-func start(t *testing.T, cfg config.Config) *harness {
+func start(t testing.TB, cfg config.Config) *harness {
 	t.Helper()
 	mediatest.RequireFFmpeg(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -76,16 +76,16 @@ func start(t *testing.T, cfg config.Config) *harness {
 	return h
 }
 
-func testLogger(t *testing.T) *slogLogger { return newTestLogger(t) }
+func testLogger(t testing.TB) *slogLogger { return newTestLogger(t) }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // uploadPut uploads a file with a signed PUT and returns the asset id.
-func (h *harness) uploadPut(t *testing.T, path string) string {
+func (h *harness) uploadPut(t testing.TB, path string) string {
 	t.Helper()
 	id, err := h.client.UploadFile(ctxT(t, time.Minute), path, client.UploadOptions{TusThreshold: 1 << 40})
 	if err != nil {
@@ -94,7 +94,7 @@ func (h *harness) uploadPut(t *testing.T, path string) string {
 	return id
 }
 
-func (h *harness) wait(t *testing.T, id string) wire.Asset {
+func (h *harness) wait(t testing.TB, id string) wire.Asset {
 	t.Helper()
 	a, err := h.client.Wait(ctxT(t, 2*time.Minute), id, 50*time.Millisecond)
 	if err != nil {
