@@ -154,7 +154,7 @@ type child struct {
 	done chan error
 }
 
-func startChild(t *testing.T, dataDir string, extra ...string) *child {
+func startChild(t testing.TB, dataDir string, extra ...string) *child {
 	t.Helper()
 	mediatest.RequireFFmpeg(t)
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
