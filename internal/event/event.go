@@ -48,6 +48,19 @@ func (e ObjectCreated) IdempotencyKey() string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
+// PublishID is the id the queue deduplicates publishes by. It is the
+// idempotency key, so that the same object version announced twice (by
+// upload and by a bucket notification, say) is queued once. Reconcile
+// events add their time: the reconciler republishes only after checking
+// that no event for the asset is queued, and the memory of an earlier
+// publish must not swallow the one that repairs a loss.
+func (e ObjectCreated) PublishID() string {
+	if e.Action == ActionReconcile {
+		return fmt.Sprintf("%s-reconcile-%d", e.IdempotencyKey(), e.EventTime.UnixNano())
+	}
+	return e.IdempotencyKey()
+}
+
 // Validate reports whether the event carries what a worker needs.
 func (e ObjectCreated) Validate() error {
 	switch {

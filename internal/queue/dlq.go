@@ -125,6 +125,6 @@ func toDeadLetter(raw *jetstream.RawStreamMsg) DeadLetter {
 // PublishRaw publishes bytes as an event without validating them; the
 // worker side must cope with anything on the stream. For tests and tools.
 func (q *Queue) PublishRaw(ctx context.Context, data []byte) error {
-	_, err := q.js.Publish(ctx, subjectPrefix+"object-created", data)
+	_, err := q.js.Publish(ctx, subjectPrefix+"object-created.raw", data)
 	return err
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -95,8 +96,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Subjects. Events carry their action in the last token so that consumers
-// can later filter by kind.
+// Subjects. An event is published on sluice.events.object-created.<asset>,
+// so that whether an asset has an event waiting can be looked up directly.
 const (
 	subjectPrefix = "sluice.events."
 	dlqSubject    = "sluice.dlq"
@@ -236,10 +237,10 @@ func (q *Queue) setup(ctx context.Context) error {
 	return err
 }
 
-// Publish queues an event. Publishing the same object version twice within
-// the duplicate window stores it once.
+// Publish queues an event. Publishing one with the same PublishID twice
+// within the duplicate window stores it once.
 func (q *Queue) Publish(ctx context.Context, ev event.ObjectCreated) error {
-	return q.publish(ctx, ev, ev.IdempotencyKey())
+	return q.publish(ctx, ev, ev.PublishID())
 }
 
 func (q *Queue) publish(ctx context.Context, ev event.ObjectCreated, msgID string) error {
@@ -250,11 +251,36 @@ func (q *Queue) publish(ctx context.Context, ev event.ObjectCreated, msgID strin
 	if err != nil {
 		return err
 	}
-	_, err = q.js.Publish(ctx, subjectPrefix+"object-created", data, jetstream.WithMsgID(msgID))
+	_, err = q.js.Publish(ctx, eventSubject(ev.AssetID), data, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return fmt.Errorf("queue: publish: %w", err)
 	}
 	return nil
+}
+
+// eventSubject is the subject of an asset's events. Characters that NATS
+// gives meaning to are replaced, so any asset id makes one valid token.
+func eventSubject(assetID string) string {
+	token := strings.Map(func(r rune) rune {
+		if r <= ' ' || r == '.' || r == '*' || r == '>' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, assetID)
+	return subjectPrefix + "object-created." + token
+}
+
+// Queued reports whether an event for the asset is in the stream: waiting
+// for a worker, or delivered and not yet acknowledged.
+func (q *Queue) Queued(ctx context.Context, assetID string) (bool, error) {
+	_, err := q.events.GetLastMsgForSubject(ctx, eventSubject(assetID))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("queue: look up events of %s: %w", assetID, err)
 }
 
 // Depth is the number of events waiting: not yet delivered, and delivered

@@ -195,6 +195,40 @@ func TestMalformedEventDeadLetteredAtOnce(t *testing.T) {
 	}
 }
 
+func TestQueued(t *testing.T) {
+	q := open(t, t.TempDir(), nil)
+	defer q.Close()
+	c := ctx(t)
+	e := ev(1)
+	e.AssetID = "odd.id *>"
+	if err := q.Publish(c, e); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		id   string
+		want bool
+	}{{"odd.id *>", true}, {"a2", false}} {
+		got, err := q.Queued(c, tt.id)
+		if err != nil || got != tt.want {
+			t.Errorf("Queued(%q) = %v, %v; want %v", tt.id, got, err, tt.want)
+		}
+	}
+	acked := make(chan struct{})
+	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) {
+		if got, _ := q.Queued(ctx, d.Event.AssetID); !got {
+			t.Error("an event being worked on does not count as queued")
+		}
+		_ = d.Ack(ctx)
+		close(acked)
+	})
+	<-acked
+	cons.Stop()
+	cons.Wait()
+	if got, err := q.Queued(c, e.AssetID); got || err != nil {
+		t.Errorf("Queued after ack = %v, %v; want false", got, err)
+	}
+}
+
 func TestSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	q := open(t, dir, nil)

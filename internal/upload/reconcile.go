@@ -36,9 +36,9 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileStats, error) {
 	return st, errors.Join(errs...)
 }
 
-// requeueStalled publishes again the events of uploads whose job never
-// finished and that no worker holds. The publish id is the idempotency
-// key, so an event still in the queue is not duplicated.
+// requeueStalled publishes again the events of uploads whose job has not
+// finished, that no worker holds and that have no event in the queue: an
+// asset merely waiting behind a long backlog is left alone.
 func (s *Service) requeueStalled(ctx context.Context, st *ReconcileStats) error {
 	now := s.now()
 	stalled, err := s.store.ListStalled(ctx, now, now.Add(-s.cfg.StaleAfter), 100)
@@ -46,18 +46,24 @@ func (s *Service) requeueStalled(ctx context.Context, st *ReconcileStats) error 
 		return err
 	}
 	for _, a := range stalled {
-		ev := event.ObjectCreated{Action: event.ActionReconcile, Bucket: a.Bucket, Key: a.Key,
-			Size: a.Size, ETag: a.ETag, EventTime: now.UTC(), AssetID: a.ID}
-		if err := s.pub.Publish(ctx, ev); err != nil {
+		queued, err := s.pub.Queued(ctx, a.ID)
+		if err != nil {
 			return err
+		}
+		if !queued {
+			ev := event.ObjectCreated{Action: event.ActionReconcile, Bucket: a.Bucket, Key: a.Key,
+				Size: a.Size, ETag: a.ETag, EventTime: now.UTC(), AssetID: a.ID}
+			if err := s.pub.Publish(ctx, ev); err != nil {
+				return err
+			}
+			s.metrics.EventsPublished.WithLabelValues("reconcile").Inc()
+			s.log.Info("upload: requeued stalled asset", "asset", a.ID, "status", a.Status)
+			st.Requeued++
 		}
 		// Touch it so that the next pass waits StaleAfter again.
 		if err := s.store.SetAssetStatus(ctx, a.ID, a.Status, a.Error); err != nil {
 			return err
 		}
-		s.metrics.EventsPublished.WithLabelValues("reconcile").Inc()
-		s.log.Info("upload: requeued stalled asset", "asset", a.ID, "status", a.Status)
-		st.Requeued++
 	}
 	return nil
 }

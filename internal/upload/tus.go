@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path"
 	"strings"
-	"time"
 
 	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/filestore"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/event"
+	"github.com/sluice-media/sluice/internal/store"
 )
 
 // TusHandler returns the tus 1.0 endpoint (creation, creation-with-upload,
@@ -35,13 +36,14 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 	filelocker.New(s.cfg.TusDir).UseIn(composer)
 
 	h, err := tusd.NewHandler(tusd.Config{
-		StoreComposer:             composer,
-		BasePath:                  basePath,
-		MaxSize:                   s.cfg.MaxSize,
-		DisableDownload:           true,
-		RespectForwardedHeaders:   false,
-		PreUploadCreateCallback:   s.tusCreate,
-		PreFinishResponseCallback: s.tusFinish,
+		StoreComposer:              composer,
+		BasePath:                   basePath,
+		MaxSize:                    s.cfg.MaxSize,
+		DisableDownload:            true,
+		RespectForwardedHeaders:    false,
+		PreUploadCreateCallback:    s.tusCreate,
+		PreFinishResponseCallback:  s.tusFinish,
+		PreUploadTerminateCallback: s.tusTerminate,
 		// tusd logs every request at info level; keep its warnings only.
 		Logger: xslog.New(xslog.NewJSONHandler(os.Stderr, &xslog.HandlerOptions{Level: xslog.LevelWarn})),
 	})
@@ -94,19 +96,29 @@ func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
 	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Sluice-Asset-Id": a.ID}}, nil
 }
 
+// tusTerminate fails the asset of an upload its client cancelled.
+func (s *Service) tusTerminate(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
+	err := s.store.SetAssetStatus(hook.Context, hook.Upload.ID, store.StatusFailed, "upload cancelled by the client")
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return tusd.HTTPResponse{}, err
+	}
+	s.metrics.Uploads.WithLabelValues("tus", "terminated").Inc()
+	return tusd.HTTPResponse{}, nil
+}
+
 // withExpiration adds the tus expiration extension that tusd lacks: it
 // advertises it and tells clients until when an unfinished upload is kept.
 // Reconcile deletes uploads that received nothing for TusExpiry.
 func (s *Service) withExpiration(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(&expiringWriter{ResponseWriter: w, method: r.Method, expires: s.now().Add(s.cfg.TusExpiry)}, r)
+		h.ServeHTTP(&expiringWriter{ResponseWriter: w, r: r, s: s}, r)
 	})
 }
 
 type expiringWriter struct {
 	http.ResponseWriter
-	method      string
-	expires     time.Time
+	r           *http.Request
+	s           *Service
 	wroteHeader bool
 }
 
@@ -117,10 +129,14 @@ func (w *expiringWriter) WriteHeader(code int) {
 		if ext := hdr.Get("Tus-Extension"); ext != "" && !strings.Contains(ext, "expiration") {
 			hdr.Set("Tus-Extension", ext+",expiration")
 		}
-		// Unfinished uploads only: a finished one has its offset == length.
-		if (w.method == http.MethodPost || w.method == http.MethodPatch) && code < 300 &&
-			hdr.Get("Upload-Offset") != hdr.Get("Upload-Length") {
-			hdr.Set("Upload-Expires", w.expires.UTC().Format(http.TimeFormat))
+		// Unfinished uploads only: a finished one has left the tus dir by
+		// the time its response is written.
+		id := path.Base(w.r.URL.Path)
+		if w.r.Method == http.MethodPost {
+			id = path.Base(hdr.Get("Location"))
+		}
+		if (w.r.Method == http.MethodPost || w.r.Method == http.MethodPatch) && code < 300 && w.s.tusInProgress(id) {
+			hdr.Set("Upload-Expires", w.s.now().Add(w.s.cfg.TusExpiry).UTC().Format(http.TimeFormat))
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)

@@ -70,7 +70,12 @@ func (c *Config) setDefaults() {
 
 // Publisher queues events.
 type Publisher interface {
+	// Publish queues an event; the same object version is stored once
+	// however often it is published.
 	Publish(ctx context.Context, ev event.ObjectCreated) error
+	// Queued reports whether an event for the asset is waiting or being
+	// worked on.
+	Queued(ctx context.Context, assetID string) (bool, error)
 }
 
 // Service takes uploads.
