@@ -5,11 +5,13 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +85,7 @@ func request(t *testing.T, method, url string, body io.Reader, hdr map[string]st
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	var e wire.Error
-	_ = jsonUnmarshal(data, &e)
+	_ = json.Unmarshal(data, &e)
 	return resp.StatusCode, e.Error.Code, data
 }
 
@@ -311,7 +313,7 @@ func TestDeadLetterAndReplay(t *testing.T) {
 	if _, err := h.bucket.Put(ctx, key, bytes.NewReader(data), blob.PutOptions{Size: -1}); err != nil {
 		t.Fatal(err)
 	}
-	status, _, body := request(t, "POST", h.URL()+"/v1/dead-letters/"+itoa(dl.Seq)+"/replay", nil, nil, -1)
+	status, _, body := request(t, "POST", h.URL()+"/v1/dead-letters/"+strconv.FormatUint(dl.Seq, 10)+"/replay", nil, nil, -1)
 	if status != http.StatusAccepted {
 		t.Fatalf("replay = %d %s", status, body)
 	}
@@ -370,5 +372,3 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
-func itoa(n uint64) string { return strconvFormat(n) }

@@ -48,7 +48,7 @@ func start(t testing.TB, cfg config.Config) *harness {
 	t.Helper()
 	mediatest.RequireFFmpeg(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, cfg, testLogger(t))
+	s, err := New(ctx, cfg, newTestLogger(t))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -75,8 +75,6 @@ func start(t testing.TB, cfg config.Config) *harness {
 	t.Cleanup(h.stop)
 	return h
 }
-
-func testLogger(t testing.TB) *slogLogger { return newTestLogger(t) }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
