@@ -40,6 +40,7 @@ func startInProcess(t *testing.T) string {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.Steps.ThumbnailWidth = 320
+	cfg.Wasm.CacheDir = mediatest.WasmCacheDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := server.New(ctx, cfg, newLogger(io.Discard))
 	if err != nil {
@@ -156,10 +157,18 @@ type child struct {
 
 func startChild(t testing.TB, dataDir string, extra ...string) *child {
 	t.Helper()
+	return startChildEnv(t, nil, dataDir, extra...)
+}
+
+// startChildEnv starts `sluice serve` with env added to this process's.
+func startChildEnv(t testing.TB, env []string, dataDir string, extra ...string) *child {
+	t.Helper()
 	mediatest.RequireFFmpeg(t)
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "SLUICE_TEST_MAIN_ARGS="+strings.Join(args, "\x1f"))
+	cmd.Env = append(os.Environ(), "SLUICE_TEST_MAIN_ARGS="+strings.Join(args, "\x1f"),
+		"SLUICE_WASM_CACHE_DIR="+mediatest.WasmCacheDir())
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -272,5 +281,30 @@ func TestCrashRecovery(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Errorf("files for the interrupted asset = %v, want 2", names)
+	}
+}
+
+// TestServeWithoutFFmpeg runs `sluice serve` with an empty PATH, as on a
+// machine where FFmpeg was never installed: uploads still get probed,
+// thumbnailed and their audio extracted, on the WebAssembly engine.
+func TestServeWithoutFFmpeg(t *testing.T) {
+	c := startChildEnv(t, []string{"PATH=" + t.TempDir()}, t.TempDir())
+	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Width: 640, Height: 360, Duration: 3, Video: true, Audio: true, AudioCodec: "libmp3lame", Ext: ".mkv"})
+	stdout, stderr, err := runCLI(t, "upload", clip, "--server", c.url, "--wait", "--json")
+	if err != nil {
+		t.Fatalf("upload: %v\n%s", err, stderr)
+	}
+	var a wire.Asset
+	decodeOnly(t, stdout, &a)
+	if a.Status != wire.StatusSucceeded || len(a.Outputs) != 2 {
+		t.Fatalf("asset = %s %q with %d outputs, want succeeded with thumbnail and audio", a.Status, a.Error, len(a.Outputs))
+	}
+	ready, err := client.New(c.url).HTTP.Get(c.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready.Body.Close()
+	if ready.StatusCode != 200 {
+		t.Errorf("readyz = %d", ready.StatusCode)
 	}
 }

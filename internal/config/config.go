@@ -38,10 +38,15 @@ type Config struct {
 	// finish on shutdown.
 	ShutdownTimeout time.Duration
 
+	// Engine is the FFmpeg engine steps use unless their pipeline says
+	// otherwise: auto, wasm or native.
+	Engine string
+
 	Upload upload.Config
 	Queue  queue.Config
 	Worker worker.Config
 	Native media.NativeConfig
+	Wasm   media.WasmConfig
 	Steps  media.StepsConfig
 }
 
@@ -69,7 +74,9 @@ func Default() Config {
 			StepTimeout:   10 * time.Minute,
 			ShutdownGrace: 30 * time.Second,
 		},
+		Engine: media.ModeAuto,
 		Native: media.DefaultNativeConfig(),
+		Wasm:   media.WasmConfig{MemoryLimit: 512 << 20},
 		Steps:  media.StepsConfig{ThumbnailWidth: 640, ThumbnailAt: 2, AudioBitrate: "160k"},
 	}
 }
@@ -89,6 +96,14 @@ func (c *Config) Resolve() error {
 	}
 	if c.Upload.TusDir == "" {
 		c.Upload.TusDir = filepath.Join(abs, "tus")
+	}
+	if c.Wasm.CacheDir == "" {
+		c.Wasm.CacheDir = filepath.Join(abs, "wazero-cache")
+	}
+	switch c.Engine {
+	case media.ModeAuto, media.ModeWasm, media.ModeNative:
+	default:
+		return fmt.Errorf("config: engine %q must be auto, wasm or native", c.Engine)
 	}
 	if c.Worker.ScratchDir == "" {
 		c.Worker.ScratchDir = filepath.Join(abs, "scratch")
@@ -114,6 +129,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Upload.MaxSize, "max-upload-size", c.Upload.MaxSize, "largest accepted upload in bytes (env SLUICE_MAX_UPLOAD_SIZE)")
 	fs.IntVar(&c.Worker.Concurrency, "concurrency", c.Worker.Concurrency, "jobs run at once (env SLUICE_CONCURRENCY)")
 	fs.StringVar(&c.Queue.URL, "nats-url", c.Queue.URL, "external NATS server URLs, comma-separated; empty runs an embedded server (env SLUICE_NATS_URL)")
+	fs.StringVar(&c.Engine, "engine", c.Engine, "FFmpeg engine for steps that name none: auto (WebAssembly for parsing and light work, native for encodes), wasm or native (env SLUICE_ENGINE)")
+	fs.Int64Var(&c.Wasm.MemoryLimit, "wasm-memory-limit", c.Wasm.MemoryLimit, "memory cap of each WebAssembly FFmpeg run, in bytes (env SLUICE_WASM_MEMORY_LIMIT)")
 	fs.StringVar(&c.Native.FFmpeg, "ffmpeg", c.Native.FFmpeg, "ffmpeg binary (env SLUICE_FFMPEG)")
 	fs.StringVar(&c.Native.FFprobe, "ffprobe", c.Native.FFprobe, "ffprobe binary (env SLUICE_FFPROBE)")
 	fs.IntVar(&c.Steps.ThumbnailWidth, "thumbnail-width", c.Steps.ThumbnailWidth, "thumbnail width in pixels (env SLUICE_THUMBNAIL_WIDTH)")
@@ -164,6 +181,9 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_DATA_DIR", &c.DataDir)
 	str("SLUICE_PUBLIC_URL", &c.PublicURL)
 	str("SLUICE_NATS_URL", &c.Queue.URL)
+	str("SLUICE_ENGINE", &c.Engine)
+	num("SLUICE_WASM_MEMORY_LIMIT", &c.Wasm.MemoryLimit)
+	str("SLUICE_WASM_CACHE_DIR", &c.Wasm.CacheDir)
 	str("SLUICE_FFMPEG", &c.Native.FFmpeg)
 	str("SLUICE_FFPROBE", &c.Native.FFprobe)
 	num("SLUICE_MAX_UPLOAD_SIZE", &c.Upload.MaxSize)

@@ -12,20 +12,57 @@ package media
 
 import (
 	"context"
+	"strconv"
 	"strings"
 
 	"github.com/sluice-media/sluice/internal/pipeline"
 )
 
-// Engine runs FFmpeg tools. Steps depend on this interface so that a
-// sandboxed WebAssembly build can stand in for the native binaries.
+// Engine runs FFmpeg tools. Steps depend on this interface so that the
+// sandboxed WebAssembly build and the native binaries are interchangeable.
 type Engine interface {
+	// Name is "native" or "wasm".
+	Name() string
 	// Probe describes the media file at input. Input that is not
 	// acceptable media yields a *pipeline.MediaError.
 	Probe(ctx context.Context, input string) (*pipeline.Media, error)
-	// FFmpeg runs ffmpeg with args (after the engine's own global options)
-	// in dir, where outputs named by relative paths are written.
-	FFmpeg(ctx context.Context, dir string, args []string) error
+	// FFmpeg runs one ffmpeg command. A non-zero exit yields a
+	// *pipeline.MediaError carrying FFmpeg's last error line.
+	FFmpeg(ctx context.Context, cmd Command) error
+}
+
+// Command is one ffmpeg run. Args name the input as InputArg and each
+// output file as Out(name); every engine maps these to paths it can see
+// (the WebAssembly engine sees only the input's directory, read-only, and
+// Dir).
+type Command struct {
+	Input string // host path of the input, or "" for none
+	Dir   string // host directory the outputs are written to
+	Args  []string
+}
+
+// InputArg stands for the input file in Command.Args.
+const InputArg = "\x00input"
+
+const outPrefix = "\x00out:"
+
+// Out stands for the output file name in Command.Args.
+func Out(name string) string { return outPrefix + name }
+
+// mapArgs replaces InputArg and Out references with real paths.
+func mapArgs(args []string, input string, out func(name string) string) []string {
+	mapped := make([]string, len(args))
+	for i, a := range args {
+		switch {
+		case a == InputArg:
+			mapped[i] = "file:" + input
+		case strings.HasPrefix(a, outPrefix):
+			mapped[i] = out(strings.TrimPrefix(a, outPrefix))
+		default:
+			mapped[i] = a
+		}
+	}
+	return mapped
 }
 
 // allowedDemuxers are the input formats Sluice accepts: each reads only
@@ -44,16 +81,27 @@ var allowedDemuxers = []string{
 	"png_pipe", "jpeg_pipe", "webp_pipe", "gif", "bmp_pipe", "tiff_pipe",
 }
 
+// MaxPixels is the largest picture FFmpeg may decode (8192x8192). A few
+// bytes of PNG or JPEG header can declare a 16000x16000 picture whose
+// frame takes gigabytes; decoders refuse anything larger than this
+// before allocating.
+const MaxPixels = 8192 * 8192
+
+var maxPixels = strconv.Itoa(MaxPixels)
+
 // formatWhitelist is the value of ffprobe's -format_whitelist.
 var formatWhitelist = strings.Join(allowedDemuxers, ",")
 
-// inputArgs open input with the demuxer pinned, reading only that file.
-func inputArgs(m *pipeline.Media, input string) []string {
-	return []string{"-protocol_whitelist", "file", "-f", m.Format, "-i", "file:" + input}
+// inputArgs open the input with the demuxer pinned, reading only that file.
+func inputArgs(m *pipeline.Media) []string {
+	return []string{"-protocol_whitelist", "file", "-max_pixels", maxPixels, "-f", m.Format, "-i", InputArg}
 }
 
-// whitelistedInputArgs open input before it has been probed: any demuxer
-// in the allowlist, reading only that file.
-func whitelistedInputArgs(input string) []string {
-	return []string{"-protocol_whitelist", "file", "-format_whitelist", formatWhitelist, "-i", "file:" + input}
+// whitelistedInputArgs open the input before it has been probed: any
+// demuxer in the allowlist, reading only that file.
+func whitelistedInputArgs() []string {
+	return []string{"-protocol_whitelist", "file", "-max_pixels", maxPixels, "-format_whitelist", formatWhitelist, "-i", InputArg}
 }
+
+// globalArgs precede every ffmpeg command.
+var globalArgs = []string{"-hide_banner", "-nostdin", "-loglevel", "error", "-y"}

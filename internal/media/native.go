@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -27,7 +28,7 @@ type NativeConfig struct {
 
 // DefaultNativeConfig works on a laptop.
 func DefaultNativeConfig() NativeConfig {
-	return NativeConfig{FFmpeg: "ffmpeg", FFprobe: "ffprobe", MemoryLimit: 4 << 30}
+	return NativeConfig{FFmpeg: "ffmpeg", FFprobe: "ffprobe", MemoryLimit: 2 << 30}
 }
 
 // Native runs the system's ffmpeg and ffprobe as child processes.
@@ -91,19 +92,23 @@ func (n *Native) Probe(ctx context.Context, input string) (*pipeline.Media, erro
 	if stdout.overflow {
 		return nil, pipeline.Invalid("ffprobe output exceeds %d bytes", stdout.max)
 	}
-	return parseProbe(stdout.Bytes())
+	return parseProbe(stdout.Bytes(), stderr.String())
 }
 
-// FFmpeg implements Engine. A non-zero exit becomes a *pipeline.MediaError
-// carrying FFmpeg's last error line.
-func (n *Native) FFmpeg(ctx context.Context, dir string, args []string) error {
-	full := []string{"-hide_banner", "-nostdin", "-loglevel", "error", "-y"}
+// Name implements Engine.
+func (*Native) Name() string { return "native" }
+
+// FFmpeg implements Engine.
+func (n *Native) FFmpeg(ctx context.Context, cmd Command) error {
+	full := append([]string(nil), globalArgs...)
 	if n.cfg.Threads > 0 {
 		full = append(full, "-threads", strconv.Itoa(n.cfg.Threads))
 	}
-	full = append(full, args...)
+	full = append(full, mapArgs(cmd.Args, cmd.Input, func(name string) string {
+		return filepath.Join(cmd.Dir, name)
+	})...)
 	stderr := &boundedBuffer{max: 16 << 10, keepTail: true}
-	err := n.run(ctx, dir, n.ffmpeg, full, nil, stderr)
+	err := n.run(ctx, cmd.Dir, n.ffmpeg, full, nil, stderr)
 	if err == nil {
 		return nil
 	}
@@ -112,7 +117,7 @@ func (n *Native) FFmpeg(ctx context.Context, dir string, args []string) error {
 	}
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
-		return &pipeline.MediaError{Reason: "ffmpeg: " + lastLine(stderr.String()), Err: fmt.Errorf("%w\n%s", err, stderr.String())}
+		return ffmpegFailure(stderr.String(), err)
 	}
 	return err
 }

@@ -50,12 +50,14 @@ type ffprobeOutput struct {
 	} `json:"format"`
 }
 
-// probeArgs are the ffprobe arguments for an untrusted input.
+// probeArgs are the ffprobe arguments for an untrusted input, given as
+// the path the engine sees it at.
 func probeArgs(input string) []string {
 	return []string{
 		"-hide_banner", "-v", "error",
 		"-protocol_whitelist", "file",
 		"-format_whitelist", formatWhitelist,
+		"-max_pixels", maxPixels,
 		"-print_format", "json", "-show_format", "-show_streams",
 		"file:" + input,
 	}
@@ -89,8 +91,12 @@ func precheck(input string) ([]byte, error) {
 	return head, nil
 }
 
-// parseProbe turns ffprobe's JSON into a Media summary.
-func parseProbe(data []byte) (*pipeline.Media, error) {
+// parseProbe turns ffprobe's JSON into a Media summary; stderr is what
+// ffprobe said on the way, for problems it reports without failing.
+func parseProbe(data []byte, stderr string) (*pipeline.Media, error) {
+	if strings.Contains(stderr, "exceeds specified max pixel count") {
+		return nil, pipeline.Invalid("picture is larger than the limit of %d pixels", MaxPixels)
+	}
 	var out ffprobeOutput
 	if err := json.Unmarshal(data, &out); err != nil {
 		return nil, fmt.Errorf("ffprobe: decode output: %w", err)
@@ -221,4 +227,10 @@ func lastLine(stderr string) string {
 		}
 	}
 	return "ffmpeg reported no reason"
+}
+
+// ffmpegFailure explains a failed ffmpeg run in one line, keeping the
+// whole stderr tail for the logs.
+func ffmpegFailure(stderr string, err error) error {
+	return &pipeline.MediaError{Reason: "ffmpeg: " + lastLine(stderr), Err: fmt.Errorf("%w\n%s", err, stderr)}
 }

@@ -11,12 +11,13 @@ import (
 	"github.com/sluice-media/sluice/internal/pipeline"
 )
 
-// Steps returns the media steps for the given engine, ready to register.
-func Steps(e Engine, cfg StepsConfig) []pipeline.Step {
+// Steps returns the media steps, running on the given engines, ready to
+// register.
+func Steps(e *Engines, cfg StepsConfig) []pipeline.Step {
 	return []pipeline.Step{
-		&Probe{Engine: e},
-		&Thumbnail{Engine: e, Width: cfg.ThumbnailWidth, At: cfg.ThumbnailAt},
-		&Audio{Engine: e, Bitrate: cfg.AudioBitrate},
+		&Probe{Engines: e},
+		&Thumbnail{Engines: e, Width: cfg.ThumbnailWidth, At: cfg.ThumbnailAt},
+		&Audio{Engines: e, Bitrate: cfg.AudioBitrate},
 	}
 }
 
@@ -29,7 +30,7 @@ type StepsConfig struct {
 
 // Probe records what the input is. Every pipeline starts with it: later
 // steps use its findings, and it rejects what is not media.
-type Probe struct{ Engine Engine }
+type Probe struct{ Engines *Engines }
 
 var _ pipeline.Step = (*Probe)(nil)
 
@@ -37,7 +38,11 @@ func (*Probe) Name() string                   { return "probe" }
 func (*Probe) Applies(job *pipeline.Job) bool { return true }
 
 func (p *Probe) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, error) {
-	m, err := p.Engine.Probe(ctx, job.Input)
+	e, err := p.Engines.Pick(job.Engine, false)
+	if err != nil {
+		return pipeline.Result{}, err
+	}
+	m, err := e.Probe(ctx, job.Input)
 	if err != nil {
 		return pipeline.Result{}, err
 	}
@@ -48,9 +53,9 @@ func (p *Probe) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, er
 // decodes from the nearest keyframe only), rotated as the video says it
 // should be displayed, scaled to a width with the display aspect kept.
 type Thumbnail struct {
-	Engine Engine
-	Width  int
-	At     float64
+	Engines *Engines
+	Width   int
+	At      float64
 }
 
 var _ pipeline.Step = (*Thumbnail)(nil)
@@ -81,14 +86,14 @@ func (t *Thumbnail) at() float64 {
 
 func (t *Thumbnail) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, error) {
 	at := t.seekTime(job.Media.Duration)
-	return t.render(ctx, job, inputArgs(job.Media, job.Input), at)
+	return t.render(ctx, job, inputArgs(job.Media), at)
 }
 
 // Prestart renders at At while the probe runs. Without a probe result
 // the demuxer cannot be pinned, so the input is opened under the same
 // demuxer whitelist the probe uses.
 func (t *Thumbnail) Prestart(ctx context.Context, job *pipeline.Job) (pipeline.Result, error) {
-	return t.render(ctx, job, whitelistedInputArgs(job.Input), t.at())
+	return t.render(ctx, job, whitelistedInputArgs(), t.at())
 }
 
 // Keep accepts the early thumbnail when the probe confirms the clip is
@@ -113,9 +118,13 @@ func (t *Thumbnail) render(ctx context.Context, job *pipeline.Job, input []strin
 		"-map", "0:v:0", "-an", "-sn", "-dn",
 		"-frames:v", "1", "-vf", scale,
 		"-q:v", "3", "-f", "image2", "-update", "1",
-		ThumbnailName,
+		Out(ThumbnailName),
 	)
-	if err := t.Engine.FFmpeg(ctx, job.Dir, args); err != nil {
+	e, err := t.Engines.Pick(job.Engine, false)
+	if err != nil {
+		return pipeline.Result{}, err
+	}
+	if err := e.FFmpeg(ctx, Command{Input: job.Input, Dir: job.Dir, Args: args}); err != nil {
 		var me *pipeline.MediaError
 		if errors.As(err, &me) {
 			return pipeline.Result{}, &pipeline.MediaError{
@@ -132,7 +141,7 @@ func (t *Thumbnail) render(ctx context.Context, job *pipeline.Job, input []strin
 // Audio extracts the first audio track as an M4A file: a stream copy when
 // it is AAC already, an AAC encode otherwise.
 type Audio struct {
-	Engine  Engine
+	Engines *Engines
 	Bitrate string
 }
 
@@ -149,18 +158,23 @@ func (*Audio) Applies(job *pipeline.Job) bool {
 
 func (a *Audio) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, error) {
 	codec := []string{"-c:a", "copy"}
-	if job.Media.Audio().Codec != "aac" {
+	encode := job.Media.Audio().Codec != "aac"
+	if encode {
 		br := a.Bitrate
 		if br == "" {
 			br = "160k"
 		}
 		codec = []string{"-c:a", "aac", "-b:a", br}
 	}
-	args := inputArgs(job.Media, job.Input)
+	args := inputArgs(job.Media)
 	args = append(args, "-map", "0:a:0", "-vn", "-sn", "-dn", "-map_metadata", "-1")
 	args = append(args, codec...)
-	args = append(args, "-movflags", "+faststart", "-f", "mp4", AudioName)
-	if err := a.Engine.FFmpeg(ctx, job.Dir, args); err != nil {
+	args = append(args, "-movflags", "+faststart", "-f", "mp4", Out(AudioName))
+	e, err := a.Engines.Pick(job.Engine, encode)
+	if err != nil {
+		return pipeline.Result{}, err
+	}
+	if err := e.FFmpeg(ctx, Command{Input: job.Input, Dir: job.Dir, Args: args}); err != nil {
 		return pipeline.Result{}, err
 	}
 	if err := nonEmpty(job.Dir, AudioName); err != nil {

@@ -4,12 +4,17 @@
 package mediatest
 
 import (
+	"bytes"
+	"compress/zlib"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -30,14 +35,38 @@ type Clip struct {
 	Faststart bool
 }
 
+// tools holds the absolute paths of ffmpeg and ffprobe, found once, so
+// that tests can hide them from PATH for the code under test and still
+// use them to make and check media.
+var tools = struct {
+	once            sync.Once
+	ffmpeg, ffprobe string
+	ffmpegE, probeE error
+}{}
+
+func findTools() {
+	tools.once.Do(func() {
+		tools.ffmpeg, tools.ffmpegE = exec.LookPath("ffmpeg")
+		tools.ffprobe, tools.probeE = exec.LookPath("ffprobe")
+	})
+}
+
 // RequireFFmpeg fails the test when ffmpeg or ffprobe is missing.
 func RequireFFmpeg(t testing.TB) {
 	t.Helper()
-	for _, bin := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(bin); err != nil {
+	findTools()
+	for bin, err := range map[string]error{"ffmpeg": tools.ffmpegE, "ffprobe": tools.probeE} {
+		if err != nil {
 			t.Fatalf("%s not found on PATH: these tests need real FFmpeg; install it with `apt-get install -y ffmpeg` (the README's test command does this)", bin)
 		}
 	}
+}
+
+// HidePATH empties PATH for the rest of the test, as on a machine with
+// no FFmpeg installed; this package's helpers keep working.
+func HidePATH(t *testing.T) {
+	RequireFFmpeg(t)
+	t.Setenv("PATH", t.TempDir())
 }
 
 // Generate writes the clip into dir and returns its path.
@@ -93,6 +122,14 @@ func Run(t testing.TB, name string, args ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	switch name {
+	case "ffmpeg":
+		RequireFFmpeg(t)
+		name = tools.ffmpeg
+	case "ffprobe":
+		RequireFFmpeg(t)
+		name = tools.ffprobe
+	}
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
@@ -134,8 +171,8 @@ type BadInput struct {
 
 // BadInputs writes the bad-input corpus into dir: zero bytes, random
 // bytes, text posing as MP4, an HLS playlist and an ffconcat script posing
-// as media (both pointing at /etc/passwd), a truncated MP4, and an MP4
-// that probes but whose frames cannot be decoded.
+// as media (both pointing at /etc/passwd), a truncated MP4, an MP4 that
+// probes but whose frames cannot be decoded, and a decompression bomb.
 func BadInputs(t testing.TB, dir string) []BadInput {
 	t.Helper()
 	write := func(name string, data []byte) string {
@@ -167,7 +204,16 @@ func BadInputs(t testing.TB, dir string) []BadInput {
 		{"ffconcat", write("concat.mp4", []byte("ffconcat version 1.0\nfile '/etc/passwd'\n")), "ffconcat scripts are not accepted"},
 		{"truncated-mp4", write("truncated.mp4", data[:len(data)/2]), "truncated"},
 		{"undecodable-mp4", write("undecodable.mp4", zeroMdat(t, data)), "could be decoded"},
+		{"pixel-bomb", pixelBomb(t, dir), "larger than the limit"},
 	}
+}
+
+// pixelBomb is a 600-byte PNG declaring a 16000x16000 16-bit picture,
+// whose frame would take 2 GB.
+func pixelBomb(t testing.TB, dir string) string {
+	p := filepath.Join(dir, "bomb.png")
+	PNG(t, p, 16000, 16000)
+	return p
 }
 
 // zeroMdat overwrites the media payload of an MP4 with zeros: the file
@@ -188,4 +234,46 @@ func zeroMdat(t testing.TB, mp4 []byte) []byte {
 	}
 	t.Fatal("zeroMdat: no mdat box")
 	return nil
+}
+
+// WasmCacheDir is where tests keep wazero's compiled FFmpeg, shared by
+// every test binary and run on the machine, so that only the first pays
+// the compile.
+func WasmCacheDir() string {
+	return filepath.Join(os.TempDir(), "sluice-test-wazero-cache")
+}
+
+// PNG writes a PNG that declares a width x height 16-bit RGBA picture but
+// carries only a few rows of it: a few hundred bytes that ask a decoder
+// for width*height*8 bytes of frame.
+func PNG(t testing.TB, path string, width, height int) {
+	t.Helper()
+	chunk := func(typ string, data []byte) []byte {
+		var b bytes.Buffer
+		_ = binary.Write(&b, binary.BigEndian, uint32(len(data)))
+		b.WriteString(typ)
+		b.Write(data)
+		_ = binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(append([]byte(typ), data...)))
+		return b.Bytes()
+	}
+	var ihdr bytes.Buffer
+	_ = binary.Write(&ihdr, binary.BigEndian, []uint32{uint32(width), uint32(height)})
+	ihdr.Write([]byte{16, 6, 0, 0, 0})
+	var raw bytes.Buffer
+	for range 4 {
+		raw.WriteByte(0)
+		raw.Write(make([]byte, width*8))
+	}
+	var idat bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&idat, zlib.BestCompression)
+	_, _ = zw.Write(raw.Bytes())
+	_ = zw.Close()
+	var png bytes.Buffer
+	png.WriteString("\x89PNG\r\n\x1a\n")
+	png.Write(chunk("IHDR", ihdr.Bytes()))
+	png.Write(chunk("IDAT", idat.Bytes()))
+	png.Write(chunk("IEND", nil))
+	if err := os.WriteFile(path, png.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -23,6 +23,9 @@ type Job struct {
 	Dir string
 	// Media is the probe summary; nil until the probe step has run.
 	Media *Media
+	// Engine is the FFmpeg engine the running step's spec asks for
+	// ("auto", "wasm", "native"; "" for the default). Set per step.
+	Engine string
 }
 
 // Output is a file a step wrote into Job.Dir. Name is both the file name in
@@ -125,6 +128,7 @@ type Pipeline struct {
 type StepSpec struct {
 	Uses    string
 	Timeout time.Duration // 0: the runner's default
+	Engine  string        // "", "auto", "wasm" or "native"
 }
 
 // Resolve checks that every step of p is registered.

@@ -77,7 +77,9 @@ func (r *Runner) runStep(ctx context.Context, job *Job, step Step, spec StepSpec
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	start := time.Now()
-	res, err := runSafely(sctx, job, step)
+	view := *job
+	view.Engine = spec.Engine
+	res, err := runSafely(sctx, &view, step)
 	took := time.Since(start)
 	timedOut := errors.Is(sctx.Err(), context.DeadlineExceeded)
 	cancel()
@@ -146,6 +148,7 @@ func (r *Runner) prestart(ctx context.Context, job *Job, specs []StepSpec, t Tra
 		ch := make(chan earlyResult, 1)
 		e.results[spec.Uses] = ch
 		view := *job // the early run must not see the probe's findings land
+		view.Engine = spec.Engine
 		go func() {
 			sctx, scancel := context.WithTimeout(ctx, timeout)
 			defer scancel()

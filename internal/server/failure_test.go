@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/client"
+	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/store"
@@ -27,8 +28,10 @@ import (
 
 // TestBadInput uploads each broken or hostile file: each becomes a failed
 // asset with a one-line reason, and the server goes on serving.
-func TestBadInput(t *testing.T) {
-	h := start(t, testConfig(t.TempDir()))
+func TestBadInput(t *testing.T) { forSetups(t, testBadInput) }
+
+func testBadInput(t *testing.T, cfg config.Config) {
+	h := start(t, cfg)
 	dir := t.TempDir()
 	for _, bad := range mediatest.BadInputs(t, dir) {
 		t.Run(bad.Name, func(t *testing.T) {

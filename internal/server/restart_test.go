@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/wire"
 )
@@ -16,9 +17,10 @@ import (
 // TestRestart stops the server while jobs are queued and one is running,
 // starts it again on the same data dir, and checks that every asset
 // succeeds with exactly its outputs, none duplicated.
-func TestRestart(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig(dir)
+func TestRestart(t *testing.T) { forSetups(t, testRestart) }
+
+func testRestart(t *testing.T, cfg config.Config) {
+	dir := cfg.DataDir
 	cfg.Worker.Concurrency = 1
 	// Interrupt the running job at once instead of letting it finish.
 	cfg.Worker.ShutdownGrace = time.Millisecond

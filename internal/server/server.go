@@ -53,6 +53,8 @@ type Server struct {
 	queue   *queue.Queue
 	uploads *upload.Service
 	worker  *worker.Worker
+	wasm    *media.Wasm
+	engines *media.Engines
 	http    *http.Server
 	ln      net.Listener
 	Metrics *telemetry.Metrics
@@ -76,12 +78,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	engine, err := media.NewNative(cfg.Native)
+	engines, err := s.openEngines(cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("%w: install FFmpeg (apt-get install ffmpeg) or point --ffmpeg/--ffprobe at it", err)
-	}
-	if !engine.Sandboxed() {
-		log.Warn("prlimit not found: FFmpeg runs without a memory cap (install util-linux)")
+		return nil, err
 	}
 	if s.store, err = sqlite.Open(ctx, filepath.Join(cfg.DataDir, "state.db")); err != nil {
 		return nil, err
@@ -98,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
 
-	reg, err := pipeline.NewRegistry(media.Steps(engine, cfg.Steps)...)
+	reg, err := pipeline.NewRegistry(media.Steps(engines, cfg.Steps)...)
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +121,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		Metrics:     s.Metrics,
 		Log:         log,
 		Ready: map[string]gateway.Checker{
-			"store": s.store.Ping,
-			"queue": s.queue.Ping,
+			"store":       s.store.Ping,
+			"queue":       s.queue.Ping,
+			"ffmpeg-wasm": engines.Ready,
 		},
 	})
 	if err != nil {
@@ -192,6 +192,42 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// openEngines finds native FFmpeg, if installed, and starts compiling the
+// WebAssembly build in the background (from the cache in the data dir
+// after the first start); /readyz reports when it is done.
+func (s *Server) openEngines(cfg config.Config, log *slog.Logger) (*media.Engines, error) {
+	e := &media.Engines{Default: cfg.Engine}
+	native, err := media.NewNative(cfg.Native)
+	switch {
+	case err == nil:
+		e.Native = native
+		if !native.Sandboxed() {
+			log.Warn("prlimit not found: native FFmpeg runs without a memory cap (install util-linux)")
+		}
+	case errors.Is(err, media.ErrNotInstalled):
+		log.Info("native FFmpeg not found; every step runs on the WebAssembly engine (install ffmpeg for native-speed encodes)")
+	default:
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Wasm.CacheDir, 0o750); err != nil {
+		return nil, err
+	}
+	s.wasm = media.NewWasm(cfg.Wasm)
+	e.Wasm = s.wasm
+	s.engines = e
+	if err := e.Validate(cfg.Engine); err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := s.wasm.Ready(context.Background()); err != nil {
+			log.Error("WebAssembly FFmpeg failed to compile", "err", err)
+			return
+		}
+		log.Info("WebAssembly FFmpeg ready", "took", s.wasm.CompileTime().Round(time.Millisecond))
+	}()
+	return e, nil
+}
+
 func (s *Server) close() {
 	if s.ln != nil {
 		_ = s.ln.Close()
@@ -204,6 +240,9 @@ func (s *Server) close() {
 	}
 	if s.store != nil {
 		_ = s.store.Close()
+	}
+	if s.wasm != nil {
+		_ = s.wasm.Close()
 	}
 	if s.lock != nil {
 		_ = s.lock.Close()

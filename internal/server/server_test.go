@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,7 +42,20 @@ func testConfig(dir string) config.Config {
 	cfg.Worker.Lease = 5 * time.Second
 	cfg.Worker.ShutdownGrace = 10 * time.Second
 	cfg.Steps.ThumbnailWidth = 320
+	// Compile FFmpeg to native code once per machine, not once per test.
+	cfg.Wasm.CacheDir = mediatest.WasmCacheDir()
 	return cfg
+}
+
+// forSetups runs an end-to-end test on each engine setup: "auto" with
+// native FFmpeg installed, and "wasm-only" with FFmpeg hidden from PATH,
+// as on a machine that never installed it.
+func forSetups(t *testing.T, test func(t *testing.T, cfg config.Config)) {
+	t.Run("auto", func(t *testing.T) { test(t, testConfig(t.TempDir())) })
+	t.Run("wasm-only", func(t *testing.T) {
+		mediatest.HidePATH(t)
+		test(t, testConfig(t.TempDir()))
+	})
 }
 
 func start(t testing.TB, cfg config.Config) *harness {
@@ -147,8 +161,14 @@ func (h *harness) download(t *testing.T, o wire.Output) string {
 	return p
 }
 
-func TestEndToEnd(t *testing.T) {
-	h := start(t, testConfig(t.TempDir()))
+func TestEndToEnd(t *testing.T) { forSetups(t, testEndToEnd) }
+
+func testEndToEnd(t *testing.T, cfg config.Config) {
+	h := start(t, cfg)
+	_, lookErr := exec.LookPath("ffmpeg")
+	if got, want := h.engines.Native != nil, lookErr == nil; got != want {
+		t.Fatalf("server has native FFmpeg: %v, but ffmpeg on PATH: %v", got, want)
+	}
 	media := t.TempDir()
 	video := mediatest.Generate(t, media, "clip", mediatest.Clip{Width: 1280, Height: 720, Duration: 4, Video: true, Audio: true})
 	audioOnly := mediatest.Generate(t, media, "song", mediatest.Clip{Duration: 3.5, Audio: true, AudioCodec: "libmp3lame", Ext: ".mp3"})

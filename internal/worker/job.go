@@ -132,22 +132,30 @@ func (w *Worker) run(ctx context.Context, asset store.Asset, key string) error {
 	return w.runner.Run(ctx, job, w.pipeline, t)
 }
 
-// localInput returns a local path to the source: the bucket's own file
-// when it has one, else a streamed copy in dir.
+// localInput places the source at dir/in/source, a directory holding
+// nothing else, so that a sandboxed engine can be given it alone: a hard
+// link to the bucket's own file when the bucket is local and on the same
+// file system, else a streamed copy.
 func (w *Worker) localInput(ctx context.Context, asset store.Asset, dir string) (string, error) {
 	if _, err := w.bucket.Stat(ctx, asset.Key); err != nil {
 		return "", fmt.Errorf("source object %s: %w", asset.Key, err)
 	}
+	in := filepath.Join(dir, "in")
+	if err := os.Mkdir(in, 0o750); err != nil {
+		return "", err
+	}
+	path := filepath.Join(in, "source")
 	if lp, ok := w.bucket.(blob.LocalPather); ok {
-		return lp.LocalPath(asset.Key)
+		if src, err := lp.LocalPath(asset.Key); err == nil && os.Link(src, path) == nil {
+			return path, nil
+		}
 	}
 	obj, err := w.bucket.Open(ctx, asset.Key)
 	if err != nil {
 		return "", fmt.Errorf("source object %s: %w", asset.Key, err)
 	}
 	defer obj.Close()
-	path := filepath.Join(dir, "source")
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if err != nil {
 		return "", err
 	}
