@@ -6,11 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
-// BenchmarkPipelineOverhead measures, per upload of a 10 s 720p clip, the
+// BenchmarkPipelineOverhead measures, per upload of a 10 s 720p clip on the
+// native engine, the
 // time from the upload being recorded to the thumbnail being stored and
 // recorded (server timestamps: uploaded_at to the thumbnail step's end),
 // and in the same run the bare commands on the same file: the ffmpeg
@@ -21,6 +23,8 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 	cfg := testConfig(b.TempDir())
 	cfg.Worker.Concurrency = 1
 	cfg.Steps.ThumbnailWidth = 640
+	// Like for like: the bare commands are native FFmpeg.
+	cfg.Engine = media.ModeNative
 	h := start(b, cfg)
 	dir := b.TempDir()
 	clip := mediatest.Generate(b, dir, "clip", mediatest.Clip{Width: 1280, Height: 720, Duration: 10, Video: true, Audio: true})
