@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"net/http"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -203,6 +204,26 @@ func startChildEnv(t testing.TB, env []string, dataDir string, extra ...string) 
 		<-c.done
 	})
 	return c
+}
+
+// waitReady polls /readyz until the child answers 200 (the WebAssembly
+// engine compiled, the store and queue up).
+func (c *child) waitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(c.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice serve not ready after 2 minutes (last: %v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func TestSIGTERMShutsDownGracefully(t *testing.T) {
