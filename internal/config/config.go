@@ -47,7 +47,8 @@ type Config struct {
 	Worker worker.Config
 	Native media.NativeConfig
 	Wasm   media.WasmConfig
-	Steps  media.StepsConfig
+	// Pipelines are pipeline files loaded after the built-in pipelines.
+	Pipelines []string
 }
 
 // Default returns the configuration of `sluice serve` with no settings.
@@ -69,7 +70,8 @@ func Default() Config {
 			AckWait:    30 * time.Second,
 		},
 		Worker: worker.Config{
-			Concurrency:   2,
+			Concurrency:      2,
+			HeavyConcurrency: 1,
 			Lease:         30 * time.Second,
 			StepTimeout:   10 * time.Minute,
 			ShutdownGrace: 30 * time.Second,
@@ -77,7 +79,6 @@ func Default() Config {
 		Engine: media.ModeAuto,
 		Native: media.DefaultNativeConfig(),
 		Wasm:   media.WasmConfig{MemoryLimit: 512 << 20},
-		Steps:  media.StepsConfig{ThumbnailWidth: 640, ThumbnailAt: 2, AudioBitrate: "160k"},
 	}
 }
 
@@ -133,7 +134,11 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Wasm.MemoryLimit, "wasm-memory-limit", c.Wasm.MemoryLimit, "memory cap of each WebAssembly FFmpeg run, in bytes (env SLUICE_WASM_MEMORY_LIMIT)")
 	fs.StringVar(&c.Native.FFmpeg, "ffmpeg", c.Native.FFmpeg, "ffmpeg binary (env SLUICE_FFMPEG)")
 	fs.StringVar(&c.Native.FFprobe, "ffprobe", c.Native.FFprobe, "ffprobe binary (env SLUICE_FFPROBE)")
-	fs.IntVar(&c.Steps.ThumbnailWidth, "thumbnail-width", c.Steps.ThumbnailWidth, "thumbnail width in pixels (env SLUICE_THUMBNAIL_WIDTH)")
+	fs.IntVar(&c.Worker.HeavyConcurrency, "heavy-concurrency", c.Worker.HeavyConcurrency, "jobs the heavy pool (encodes) runs at once; -1 for none in this process (env SLUICE_HEAVY_CONCURRENCY)")
+	fs.Func("pipelines", "pipeline file loaded after the built-in pipelines; repeatable, or comma-separated (env SLUICE_PIPELINES)", func(v string) error {
+		c.Pipelines = append(c.Pipelines, splitList(v)...)
+		return nil
+	})
 	fs.DurationVar(&c.Worker.StepTimeout, "step-timeout", c.Worker.StepTimeout, "default time limit of a pipeline step (env SLUICE_STEP_TIMEOUT)")
 	fs.Func("ack-wait", "how long a job may go without a sign of life before its event is redelivered; also the job lease (env SLUICE_ACK_WAIT; default 30s)", func(v string) error {
 		d, err := time.ParseDuration(v)
@@ -187,10 +192,13 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_FFMPEG", &c.Native.FFmpeg)
 	str("SLUICE_FFPROBE", &c.Native.FFprobe)
 	num("SLUICE_MAX_UPLOAD_SIZE", &c.Upload.MaxSize)
-	var conc, width int64 = int64(c.Worker.Concurrency), int64(c.Steps.ThumbnailWidth)
+	var conc, heavy int64 = int64(c.Worker.Concurrency), int64(c.Worker.HeavyConcurrency)
 	num("SLUICE_CONCURRENCY", &conc)
-	num("SLUICE_THUMBNAIL_WIDTH", &width)
-	c.Worker.Concurrency, c.Steps.ThumbnailWidth = int(conc), int(width)
+	num("SLUICE_HEAVY_CONCURRENCY", &heavy)
+	c.Worker.Concurrency, c.Worker.HeavyConcurrency = int(conc), int(heavy)
+	if v := getenv("SLUICE_PIPELINES"); v != "" {
+		c.Pipelines = splitList(v)
+	}
 	dur("SLUICE_STEP_TIMEOUT", &c.Worker.StepTimeout)
 	dur("SLUICE_SHUTDOWN_GRACE", &c.Worker.ShutdownGrace)
 	dur("SLUICE_ACK_WAIT", &c.Queue.AckWait)
@@ -201,4 +209,15 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 		c.CORSOrigins = strings.Split(v, ",")
 	}
 	return errors.Join(errs...)
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -34,7 +34,23 @@ type ObjectCreated struct {
 	ETag      string    `json:"etag"`
 	EventTime time.Time `json:"eventTime"`
 	AssetID   string    `json:"assetId"`
+
+	// Stage is empty for a new object, whose job starts with the fast
+	// stage, and StageHeavy for the second stage of a job whose fast
+	// steps are done: it goes to the heavy pool.
+	Stage string `json:"stage,omitempty"`
+	// Run is empty for the object's own processing and names a
+	// reprocessing run otherwise: a new job for the same object version.
+	Run string `json:"run,omitempty"`
+	// Steps limits a reprocessing run to these step ids (empty: all).
+	Steps []string `json:"steps,omitempty"`
+	// Base is the job whose results a reprocessing run keeps for the
+	// steps it does not rerun.
+	Base string `json:"base,omitempty"`
 }
+
+// StageHeavy marks an event for the heavy pool.
+const StageHeavy = "heavy"
 
 // IdempotencyKey identifies the work an event asks for: the same object
 // version (bucket, key, etag) always yields the same key, however many
@@ -44,6 +60,9 @@ func (e ObjectCreated) IdempotencyKey() string {
 	// Length-prefixed so that ("a/b","c") and ("a","b/c") differ.
 	for _, s := range []string{e.Bucket, e.Key, e.ETag} {
 		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	if e.Run != "" {
+		fmt.Fprintf(h, "run:%d:%s;", len(e.Run), e.Run)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
@@ -55,10 +74,14 @@ func (e ObjectCreated) IdempotencyKey() string {
 // that no event for the asset is queued, and the memory of an earlier
 // publish must not swallow the one that repairs a loss.
 func (e ObjectCreated) PublishID() string {
-	if e.Action == ActionReconcile {
-		return fmt.Sprintf("%s-reconcile-%d", e.IdempotencyKey(), e.EventTime.UnixNano())
+	id := e.IdempotencyKey()
+	if e.Stage != "" {
+		id += "-" + e.Stage
 	}
-	return e.IdempotencyKey()
+	if e.Action == ActionReconcile {
+		return fmt.Sprintf("%s-reconcile-%d", id, e.EventTime.UnixNano())
+	}
+	return id
 }
 
 // Validate reports whether the event carries what a worker needs.
@@ -72,6 +95,10 @@ func (e ObjectCreated) Validate() error {
 		return errors.New("event: missing asset id")
 	case e.Size < 0:
 		return errors.New("event: negative size")
+	case e.Stage != "" && e.Stage != StageHeavy:
+		return fmt.Errorf("event: unknown stage %q", e.Stage)
+	case len(e.Steps) > 64:
+		return errors.New("event: too many steps")
 	}
 	return nil
 }

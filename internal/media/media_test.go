@@ -45,23 +45,41 @@ func run(t *testing.T, e *media.Engines, input, step string) (*pipeline.Job, pip
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	reg, err := pipeline.NewRegistry(media.Steps(e, media.StepsConfig{ThumbnailWidth: 320})...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	job := &pipeline.Job{AssetID: "a", Input: input, Dir: t.TempDir()}
-	probe, _ := reg.Lookup("probe")
-	res, err := probe.Run(ctx, job)
+	res, err := newStep(t, e, "probe", nil).Run(ctx, job)
 	if err != nil || step == "probe" {
 		return job, res, err
 	}
 	job.Media = res.Media
-	s, _ := reg.Lookup(step)
+	var with map[string]any
+	if step == "thumbnail" {
+		with = map[string]any{"width": 320}
+	}
+	s := newStep(t, e, step, with)
 	if !s.Applies(job) {
 		t.Fatalf("step %s does not apply to %s", step, input)
 	}
 	res, err = s.Run(ctx, job)
 	return job, res, err
+}
+
+// newStep builds a step of the named type with parameters, as a pipeline
+// file would.
+func newStep(t testing.TB, e *media.Engines, typ string, with map[string]any) pipeline.Step {
+	t.Helper()
+	reg, err := pipeline.NewRegistry(media.Types(e)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ok := reg.Lookup(typ)
+	if !ok {
+		t.Fatalf("no step type %q", typ)
+	}
+	s, err := st.Build(with)
+	if err != nil {
+		t.Fatalf("step %s: %v", typ, err)
+	}
+	return s
 }
 
 // forEngines runs f under every engine and checks that all engines
@@ -290,14 +308,23 @@ func TestStepTimeoutOnSlowInput(t *testing.T) {
 	in := mediatest.Generate(t, t.TempDir(), "uhd", mediatest.Clip{Width: 3840, Height: 2160, Duration: 3, Video: true})
 	for name, e := range engines(t) {
 		t.Run(name, func(t *testing.T) {
-			reg, err := pipeline.NewRegistry(media.Steps(e, media.StepsConfig{})...)
+			reg, err := pipeline.NewRegistry(media.Types(e)...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := &pipeline.Runner{Registry: reg, Timeout: time.Minute}
-			p := pipeline.Pipeline{Name: "t", Steps: []pipeline.StepSpec{{Uses: "probe"}, {Uses: "thumbnail", Timeout: 30 * time.Millisecond}}}
+			set := pipeline.NewSet(reg)
+			if err := set.Load("test.yaml", []byte(`pipelines:
+  - name: t
+    steps:
+      - uses: probe
+      - uses: thumbnail
+        timeout: 30ms
+`)); err != nil {
+				t.Fatal(err)
+			}
+			r := &pipeline.Runner{Timeout: time.Minute}
 			start := time.Now()
-			err = r.Run(context.Background(), &pipeline.Job{Input: in, Dir: t.TempDir()}, p, nopTracker{})
+			_, err = r.Run(context.Background(), &pipeline.Job{Input: in, Dir: t.TempDir()}, set.Get("t"), pipeline.StageAll, nopTracker{})
 			if !pipeline.IsMediaError(err) || !strings.Contains(err.Error(), "thumbnail: timed out after 30ms") {
 				t.Fatalf("err = %v, want the thumbnail step timed out", err)
 			}
@@ -310,9 +337,9 @@ func TestStepTimeoutOnSlowInput(t *testing.T) {
 
 type nopTracker struct{}
 
-func (nopTracker) Done(string) bool                      { return false }
-func (nopTracker) Started(context.Context, string) error { return nil }
-func (nopTracker) Skipped(context.Context, string) error { return nil }
+func (nopTracker) Prior(string) (pipeline.Outcome, bool)        { return "", false }
+func (nopTracker) Started(context.Context, string) error         { return nil }
+func (nopTracker) Skipped(context.Context, string, string) error { return nil }
 func (nopTracker) Finished(context.Context, string, pipeline.Result, error, time.Duration) error {
 	return nil
 }

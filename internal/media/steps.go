@@ -7,25 +7,72 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/sluice-media/sluice/internal/pipeline"
 )
 
-// Steps returns the media steps, running on the given engines, ready to
-// register.
-func Steps(e *Engines, cfg StepsConfig) []pipeline.Step {
-	return []pipeline.Step{
-		&Probe{Engines: e},
-		&Thumbnail{Engines: e, Width: cfg.ThumbnailWidth, At: cfg.ThumbnailAt},
-		&Audio{Engines: e, Bitrate: cfg.AudioBitrate},
+// Types returns the media step types, running on the given engines,
+// ready to register.
+func Types(e *Engines) []pipeline.StepType {
+	return []pipeline.StepType{
+		ProbeType(e),
+		ThumbnailType(e),
+		AudioType(e),
 	}
 }
 
-// StepsConfig holds the parameters of the default media steps.
-type StepsConfig struct {
-	ThumbnailWidth int     // pixels; default 640
-	ThumbnailAt    float64 // seconds; default 2
-	AudioBitrate   string  // AAC bitrate when re-encoding; default "160k"
+// ProbeType is the "probe" step type.
+func ProbeType(e *Engines) pipeline.StepType {
+	return pipeline.StepType{
+		Name: "probe",
+		Doc:  "ffprobe the input: duration, container, streams; rejects what is not media",
+		New:  func(pipeline.Params) (pipeline.Step, error) { return &Probe{Engines: e}, nil },
+	}
+}
+
+// ThumbnailType is the "thumbnail" step type.
+func ThumbnailType(e *Engines) pipeline.StepType {
+	return pipeline.StepType{
+		Name: "thumbnail",
+		Doc:  "a JPEG of one frame, input-seeked, rotation honoured, never upscaled",
+		Params: []pipeline.Param{
+			{Name: "width", Kind: pipeline.Int, Default: 640, Min: 16, Max: 7680, Doc: "width in pixels; the aspect ratio is kept"},
+			{Name: "at", Kind: pipeline.Float, Default: 2.0, Min: 0, Max: 1e6, Doc: "seconds into the clip (the middle of shorter clips)"},
+		},
+		New: func(p pipeline.Params) (pipeline.Step, error) {
+			return &Thumbnail{Engines: e, Width: p.Int("width"), At: p.Float("at")}, nil
+		},
+	}
+}
+
+// AudioType is the "audio" step type.
+func AudioType(e *Engines) pipeline.StepType {
+	return pipeline.StepType{
+		Name: "audio",
+		Doc:  "the first audio track as M4A: stream copy when AAC, else an AAC encode",
+		Params: []pipeline.Param{
+			{Name: "bitrate", Kind: pipeline.String, Default: "160k", Doc: "AAC bitrate when re-encoding"},
+		},
+		New: func(p pipeline.Params) (pipeline.Step, error) {
+			br := p.String("bitrate")
+			if !validBitrate(br) {
+				return nil, &pipeline.ParamError{Param: "bitrate", Msg: fmt.Sprintf("%q is not a bitrate such as 128k", br)}
+			}
+			return &Audio{Engines: e, Bitrate: br}, nil
+		},
+	}
+}
+
+// validBitrate accepts what FFmpeg's -b:a does in practice: digits with
+// an optional k or M.
+func validBitrate(s string) bool {
+	s = strings.TrimRight(s, "kM")
+	if s == "" || len(s) > 7 {
+		return false
+	}
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
 
 // Probe records what the input is. Every pipeline starts with it: later

@@ -10,7 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
+	"slices"
+	"strings"
 )
 
 // Job is what a step works on: one asset's source, read-only, and a
@@ -19,20 +20,38 @@ type Job struct {
 	AssetID string
 	// Input is the local path of the source object. Steps must not modify it.
 	Input string
-	// Dir is a scratch directory for outputs, removed after the job.
+	// Dir is the running step's own scratch directory for outputs,
+	// removed after the job. Each step has its own, so that steps running
+	// in parallel cannot clash.
 	Dir string
 	// Media is the probe summary; nil until the probe step has run.
 	Media *Media
 	// Engine is the FFmpeg engine the running step's spec asks for
 	// ("auto", "wasm", "native"; "" for the default). Set per step.
 	Engine string
+	// Asset describes the asset for conditions and steps that name
+	// outputs after it.
+	Asset AssetInfo
 }
 
-// Output is a file a step wrote into Job.Dir. Name is both the file name in
-// Dir and the output's name on the asset (e.g. "thumbnail.jpg").
+// AssetInfo is what a job knows of its asset besides the file.
+type AssetInfo struct {
+	Name        string
+	ContentType string
+	Key         string
+	Size        int64
+	Metadata    map[string]string
+}
+
+// Output is a file a step wrote into Job.Dir. Name is its path relative to
+// Dir, slash-separated (e.g. "thumbnail.jpg", "hls/720p/index.m3u8"), and
+// the output's name on the asset, under the step's id when the pipeline
+// gives the step an id other than its type's name.
 type Output struct {
 	Name        string
 	ContentType string
+	// File is where the output lies on this host; set by the runner.
+	File string
 }
 
 // Result is what a step produced.
@@ -85,61 +104,74 @@ func IsMediaError(err error) bool {
 	return errors.As(err, &me)
 }
 
-// Registry maps step names to steps. It is a value, built by whoever wires
-// the process together, not a global.
-type Registry struct {
-	steps map[string]Step
+// StepType is a kind of step that pipelines name in `uses`, with the
+// parameters it accepts under `with`. A pipeline may use one type several
+// times with different parameters (two mp4 renditions, say); each use is
+// a Step built by New.
+type StepType struct {
+	Name string
+	// Doc is one line for `sluice pipelines list`.
+	Doc    string
+	Params []Param
+	// Heavy puts the step in the heavy pool unless the pipeline says
+	// otherwise: encodes that take minutes, not seconds.
+	Heavy bool
+	// New builds a step from validated parameters. It may reject
+	// combinations of values that each passed validation; the error is
+	// reported against the step's `with`.
+	New func(p Params) (Step, error)
 }
 
-// NewRegistry returns a registry holding the given steps.
-func NewRegistry(steps ...Step) (*Registry, error) {
-	r := &Registry{steps: make(map[string]Step)}
-	for _, s := range steps {
-		if err := r.Register(s); err != nil {
+// Build validates raw parameters and builds a step.
+func (t StepType) Build(raw map[string]any) (Step, error) {
+	p, err := NewParams(t.Params, raw)
+	if err != nil {
+		return nil, err
+	}
+	return t.New(p)
+}
+
+// Registry maps step type names to step types. It is a value, built by
+// whoever wires the process together, not a global.
+type Registry struct {
+	types map[string]StepType
+}
+
+// NewRegistry returns a registry holding the given step types.
+func NewRegistry(types ...StepType) (*Registry, error) {
+	r := &Registry{types: make(map[string]StepType)}
+	for _, t := range types {
+		if err := r.Register(t); err != nil {
 			return nil, err
 		}
 	}
 	return r, nil
 }
 
-// Register adds a step; names must be unique.
-func (r *Registry) Register(s Step) error {
-	if _, dup := r.steps[s.Name()]; dup {
-		return fmt.Errorf("pipeline: step %q registered twice", s.Name())
+// Register adds a step type; names must be unique.
+func (r *Registry) Register(t StepType) error {
+	if t.Name == "" || t.New == nil {
+		return fmt.Errorf("pipeline: step type %q needs a name and a constructor", t.Name)
 	}
-	r.steps[s.Name()] = s
+	if _, dup := r.types[t.Name]; dup {
+		return fmt.Errorf("pipeline: step type %q registered twice", t.Name)
+	}
+	r.types[t.Name] = t
 	return nil
 }
 
-// Lookup returns the step with the given name.
-func (r *Registry) Lookup(name string) (Step, bool) {
-	s, ok := r.steps[name]
-	return s, ok
+// Lookup returns the step type with the given name.
+func (r *Registry) Lookup(name string) (StepType, bool) {
+	t, ok := r.types[name]
+	return t, ok
 }
 
-// Pipeline is an ordered list of steps. The first step is expected to probe
-// the input, so that later steps can decide whether they apply.
-type Pipeline struct {
-	Name  string
-	Steps []StepSpec
-}
-
-// StepSpec places a registered step in a pipeline.
-type StepSpec struct {
-	Uses    string
-	Timeout time.Duration // 0: the runner's default
-	Engine  string        // "", "auto", "wasm" or "native"
-}
-
-// Resolve checks that every step of p is registered.
-func (r *Registry) Resolve(p Pipeline) error {
-	if len(p.Steps) == 0 {
-		return fmt.Errorf("pipeline %q: no steps", p.Name)
+// Types returns the registered step types ordered by name.
+func (r *Registry) Types() []StepType {
+	out := make([]StepType, 0, len(r.types))
+	for _, t := range r.types {
+		out = append(out, t)
 	}
-	for _, s := range p.Steps {
-		if _, ok := r.Lookup(s.Uses); !ok {
-			return fmt.Errorf("pipeline %q: unknown step %q", p.Name, s.Uses)
-		}
-	}
-	return nil
+	slices.SortFunc(out, func(a, b StepType) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

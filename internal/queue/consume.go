@@ -95,22 +95,28 @@ func (c *Consumer) Stop() { c.once.Do(func() { close(c.stop) }) }
 // Wait blocks until every handler has returned after Stop.
 func (c *Consumer) Wait() { c.wg.Wait() }
 
-// Consume starts workers fetch loops, each running h on one event at a
-// time, so that an event is only taken from the stream when a worker is
-// free to start it. Handlers run with ctx: cancel it to abort them.
-func (q *Queue) Consume(ctx context.Context, workers int, h Handler) *Consumer {
+// Consume starts workers fetch loops on a pool's events, each running h
+// on one event at a time, so that an event is only taken from the stream
+// when a worker is free to start it. Handlers run with ctx: cancel it to
+// abort them.
+func (q *Queue) Consume(ctx context.Context, pool string, workers int, h Handler) *Consumer {
 	c := &Consumer{stop: make(chan struct{})}
+	cons, ok := q.cons[pool]
+	if !ok {
+		q.log.Error("queue: unknown pool", "pool", pool)
+		return c
+	}
 	for range max(workers, 1) {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			q.fetchLoop(ctx, c.stop, h)
+			q.fetchLoop(ctx, cons, c.stop, h)
 		}()
 	}
 	return c
 }
 
-func (q *Queue) fetchLoop(ctx context.Context, stop <-chan struct{}, h Handler) {
+func (q *Queue) fetchLoop(ctx context.Context, cons jetstream.Consumer, stop <-chan struct{}, h Handler) {
 	for {
 		select {
 		case <-stop:
@@ -121,7 +127,7 @@ func (q *Queue) fetchLoop(ctx context.Context, stop <-chan struct{}, h Handler) 
 		}
 		// A short wait keeps shutdown prompt; a pull request that is
 		// waiting is served as soon as an event arrives.
-		msg, err := q.cons.Next(jetstream.FetchMaxWait(time.Second))
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 				q.log.Warn("queue: fetch", "err", err)

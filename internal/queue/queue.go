@@ -1,9 +1,10 @@
 // Package queue carries object-created events from ingest to workers on
 // NATS JetStream: an embedded server, file-backed inside the data dir, or
 // an external cluster. It owns the delivery policy: deduplicated publishes,
-// one durable pull consumer shared by all workers, in-progress acks for
-// long jobs, retries with backoff, and a dead-letter stream for events that
-// keep failing, which can be listed and replayed.
+// one durable pull consumer per worker pool (fast and heavy) shared by all
+// workers of that pool, in-progress acks for long jobs, retries with
+// backoff, and a dead-letter stream for events that keep failing, which
+// can be listed and replayed.
 package queue
 
 import (
@@ -37,7 +38,9 @@ type Config struct {
 
 	Stream    string // default "SLUICE_EVENTS"
 	DLQStream string // default "SLUICE_DLQ"
-	Consumer  string // default "workers"
+	// Consumer names the fast pool's consumer; the heavy pool's is
+	// Consumer + "-heavy". Default "workers".
+	Consumer string
 	Replicas  int    // default 1
 
 	// MaxDeliver is how many times an event is tried before it is
@@ -96,12 +99,23 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Subjects. An event is published on sluice.events.object-created.<asset>,
-// so that whether an asset has an event waiting can be looked up directly.
+// Subjects. A new object's event is published on
+// sluice.events.object-created.<asset>, for the fast pool, and the heavy
+// stage of its job on sluice.events.heavy.<asset>, so that whether an
+// asset has an event waiting can be looked up directly.
 const (
 	subjectPrefix = "sluice.events."
 	dlqSubject    = "sluice.dlq"
 )
+
+// Worker pools. Each consumes its own subjects with its own concurrency.
+const (
+	PoolFast  = "fast"
+	PoolHeavy = "heavy"
+)
+
+// poolToken is the subject token of a pool's events.
+var poolToken = map[string]string{PoolFast: "object-created", PoolHeavy: "heavy"}
 
 // Queue is a connection to JetStream with Sluice's streams in place.
 type Queue struct {
@@ -111,8 +125,8 @@ type Queue struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	dlq    jetstream.Stream
-	cons   jetstream.Consumer
-	advSub *nats.Subscription
+	cons   map[string]jetstream.Consumer // by pool
+	advSub []*nats.Subscription
 	log    *slog.Logger
 
 	onDead func(ctx context.Context, ev event.ObjectCreated, reason string)
@@ -217,24 +231,39 @@ func (q *Queue) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue: stream %s: %w", q.cfg.DLQStream, err)
 	}
-	q.cons, err = js.CreateOrUpdateConsumer(ctx, q.cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       q.cfg.Consumer,
-		Description:   "Sluice workers",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       q.cfg.AckWait,
-		MaxDeliver:    q.cfg.MaxDeliver,
-		MaxAckPending: 10000,
-		FilterSubject: subjectPrefix + ">",
-	})
-	if err != nil {
-		return fmt.Errorf("queue: consumer %s: %w", q.cfg.Consumer, err)
+	q.cons = map[string]jetstream.Consumer{}
+	for _, pool := range []string{PoolFast, PoolHeavy} {
+		name := q.consumerName(pool)
+		q.cons[pool], err = js.CreateOrUpdateConsumer(ctx, q.cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   "Sluice workers, " + pool + " pool",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       q.cfg.AckWait,
+			MaxDeliver:    q.cfg.MaxDeliver,
+			MaxAckPending: 10000,
+			FilterSubject: subjectPrefix + poolToken[pool] + ".>",
+		})
+		if err != nil {
+			return fmt.Errorf("queue: consumer %s: %w", name, err)
+		}
+		// An event whose last delivery never ended (its worker died) is
+		// not redelivered again; the server says so in an advisory, and
+		// the event is moved to the dead-letter stream from here.
+		adv := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", q.cfg.Stream, name)
+		sub, err := q.nc.Subscribe(adv, q.onMaxDeliveries)
+		if err != nil {
+			return err
+		}
+		q.advSub = append(q.advSub, sub)
 	}
-	// An event whose last delivery never ended (its worker died) is not
-	// redelivered again; the server says so in an advisory, and the event
-	// is moved to the dead-letter stream from here.
-	adv := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", q.cfg.Stream, q.cfg.Consumer)
-	q.advSub, err = q.nc.Subscribe(adv, q.onMaxDeliveries)
-	return err
+	return nil
+}
+
+func (q *Queue) consumerName(pool string) string {
+	if pool == PoolHeavy {
+		return q.cfg.Consumer + "-heavy"
+	}
+	return q.cfg.Consumer
 }
 
 // Publish queues an event. Publishing one with the same PublishID twice
@@ -251,7 +280,11 @@ func (q *Queue) publish(ctx context.Context, ev event.ObjectCreated, msgID strin
 	if err != nil {
 		return err
 	}
-	_, err = q.js.Publish(ctx, eventSubject(ev.AssetID), data, jetstream.WithMsgID(msgID))
+	pool := PoolFast
+	if ev.Stage == event.StageHeavy {
+		pool = PoolHeavy
+	}
+	_, err = q.js.Publish(ctx, eventSubject(pool, ev.AssetID), data, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return fmt.Errorf("queue: publish: %w", err)
 	}
@@ -260,27 +293,30 @@ func (q *Queue) publish(ctx context.Context, ev event.ObjectCreated, msgID strin
 
 // eventSubject is the subject of an asset's events. Characters that NATS
 // gives meaning to are replaced, so any asset id makes one valid token.
-func eventSubject(assetID string) string {
+func eventSubject(pool, assetID string) string {
 	token := strings.Map(func(r rune) rune {
 		if r <= ' ' || r == '.' || r == '*' || r == '>' || r == 0x7f {
 			return '_'
 		}
 		return r
 	}, assetID)
-	return subjectPrefix + "object-created." + token
+	return subjectPrefix + poolToken[pool] + "." + token
 }
 
-// Queued reports whether an event for the asset is in the stream: waiting
-// for a worker, or delivered and not yet acknowledged.
+// Queued reports whether an event for the asset is in the stream, for
+// either pool: waiting for a worker, or delivered and not yet
+// acknowledged.
 func (q *Queue) Queued(ctx context.Context, assetID string) (bool, error) {
-	_, err := q.events.GetLastMsgForSubject(ctx, eventSubject(assetID))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return false, nil
+	for _, pool := range []string{PoolFast, PoolHeavy} {
+		_, err := q.events.GetLastMsgForSubject(ctx, eventSubject(pool, assetID))
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return false, fmt.Errorf("queue: look up events of %s: %w", assetID, err)
+		}
 	}
-	return false, fmt.Errorf("queue: look up events of %s: %w", assetID, err)
+	return false, nil
 }
 
 // Depth is the number of events waiting: not yet delivered, and delivered
@@ -290,9 +326,13 @@ type Depth struct {
 	AckPending int
 }
 
-// Depth reports the consumer's backlog.
-func (q *Queue) Depth(ctx context.Context) (Depth, error) {
-	info, err := q.cons.Info(ctx)
+// Depth reports a pool's backlog.
+func (q *Queue) Depth(ctx context.Context, pool string) (Depth, error) {
+	cons, ok := q.cons[pool]
+	if !ok {
+		return Depth{}, fmt.Errorf("queue: unknown pool %q", pool)
+	}
+	info, err := cons.Info(ctx)
 	if err != nil {
 		return Depth{}, err
 	}
@@ -310,8 +350,8 @@ func (q *Queue) Ping(ctx context.Context) error {
 
 // Close drains the connection and stops the embedded server.
 func (q *Queue) Close() {
-	if q.advSub != nil {
-		_ = q.advSub.Unsubscribe()
+	for _, sub := range q.advSub {
+		_ = sub.Unsubscribe()
 	}
 	if q.nc != nil {
 		_ = q.nc.Drain()

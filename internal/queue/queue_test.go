@@ -64,7 +64,7 @@ func TestPublishConsumeDedup(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string]int{}
-	cons := q.Consume(c, 4, func(ctx context.Context, d *queue.Delivery) {
+	cons := q.Consume(c, queue.PoolFast, 4, func(ctx context.Context, d *queue.Delivery) {
 		mu.Lock()
 		seen[d.Event.AssetID]++
 		mu.Unlock()
@@ -80,7 +80,7 @@ func TestPublishConsumeDedup(t *testing.T) {
 			t.Errorf("%s delivered %d times, want 1", id, n)
 		}
 	}
-	d, err := q.Depth(c)
+	d, err := q.Depth(c, queue.PoolFast)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestRetryThenDeadLetter(t *testing.T) {
 	c := ctx(t)
 	var attempts atomic.Int32
 	var good atomic.Bool
-	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) {
+	cons := q.Consume(c, queue.PoolFast, 1, func(ctx context.Context, d *queue.Delivery) {
 		if d.Event.AssetID == "a1" {
 			attempts.Add(1)
 			if _, err := d.Retry(ctx, errors.New("boom")); err != nil {
@@ -151,7 +151,7 @@ func TestCrashedDeliveriesDeadLettered(t *testing.T) {
 	q.OnAbandoned(func(ctx context.Context, e event.ObjectCreated, reason string) {
 		abandoned <- e.AssetID + ": " + reason
 	})
-	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) { n.Add(1) })
+	cons := q.Consume(c, queue.PoolFast, 1, func(ctx context.Context, d *queue.Delivery) { n.Add(1) })
 	defer func() { cons.Stop(); cons.Wait() }()
 	_ = q.Publish(c, ev(7))
 	waitFor(t, "dead letter from advisory", func() bool {
@@ -171,7 +171,7 @@ func TestCrashedDeliveriesDeadLettered(t *testing.T) {
 		t.Error("abandoned hook not called")
 	}
 	waitFor(t, "stream emptied", func() bool {
-		d, err := q.Depth(c)
+		d, err := q.Depth(c, queue.PoolFast)
 		return err == nil && d.Pending == 0 && d.AckPending == 0
 	})
 }
@@ -184,7 +184,7 @@ func TestMalformedEventDeadLetteredAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var called atomic.Bool
-	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) { called.Store(true) })
+	cons := q.Consume(c, queue.PoolFast, 1, func(ctx context.Context, d *queue.Delivery) { called.Store(true) })
 	defer func() { cons.Stop(); cons.Wait() }()
 	waitFor(t, "dead letter", func() bool {
 		dls, err := q.DeadLetters(c, 0, 10)
@@ -214,7 +214,7 @@ func TestQueued(t *testing.T) {
 		}
 	}
 	acked := make(chan struct{})
-	cons := q.Consume(c, 1, func(ctx context.Context, d *queue.Delivery) {
+	cons := q.Consume(c, queue.PoolFast, 1, func(ctx context.Context, d *queue.Delivery) {
 		if got, _ := q.Queued(ctx, d.Event.AssetID); !got {
 			t.Error("an event being worked on does not count as queued")
 		}
@@ -240,7 +240,7 @@ func TestSurvivesRestart(t *testing.T) {
 
 	q = open(t, dir, nil)
 	defer q.Close()
-	d, err := q.Depth(c)
+	d, err := q.Depth(c, queue.PoolFast)
 	if err != nil {
 		t.Fatal(err)
 	}

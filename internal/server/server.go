@@ -36,13 +36,6 @@ import (
 // BucketName is the name of the embedded bucket, as events carry it.
 const BucketName = "sluice"
 
-// DefaultPipeline runs for every upload: probe, then the steps that apply
-// (a thumbnail for video, the audio track for anything with sound).
-var DefaultPipeline = pipeline.Pipeline{
-	Name:  "default",
-	Steps: []pipeline.StepSpec{{Uses: "probe"}, {Uses: "thumbnail"}, {Uses: "audio"}},
-}
-
 // Server is a running Sluice process.
 type Server struct {
 	cfg     config.Config
@@ -54,8 +47,9 @@ type Server struct {
 	uploads *upload.Service
 	worker  *worker.Worker
 	wasm    *media.Wasm
-	engines *media.Engines
-	http    *http.Server
+	engines   *media.Engines
+	pipelines *pipeline.Set
+	http      *http.Server
 	ln      net.Listener
 	Metrics *telemetry.Metrics
 }
@@ -97,11 +91,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
 
-	reg, err := pipeline.NewRegistry(media.Steps(engines, cfg.Steps)...)
+	reg, err := pipeline.NewRegistry(media.Types(engines)...)
 	if err != nil {
 		return nil, err
 	}
-	if s.worker, err = worker.New(cfg.Worker, s.store, s.bucket, s.queue, reg, DefaultPipeline, s.Metrics, log); err != nil {
+	if s.pipelines, err = pipeline.DefaultSet(reg, cfg.Pipelines...); err != nil {
+		return nil, err
+	}
+	if s.worker, err = worker.New(cfg.Worker, s.store, s.bucket, s.queue, s.pipelines, s.Metrics, log); err != nil {
 		return nil, err
 	}
 	s.registerQueueDepth()
@@ -250,21 +247,23 @@ func (s *Server) close() {
 }
 
 func (s *Server) registerQueueDepth() {
-	depth := func(pick func(queue.Depth) float64) func() float64 {
-		return func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			d, err := s.queue.Depth(ctx)
-			if err != nil {
-				return -1
+	for _, pool := range []string{queue.PoolFast, queue.PoolHeavy} {
+		depth := func(pick func(queue.Depth) float64) func() float64 {
+			return func() float64 {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				d, err := s.queue.Depth(ctx, pool)
+				if err != nil {
+					return -1
+				}
+				return pick(d)
 			}
-			return pick(d)
 		}
+		s.Metrics.RegisterQueueDepth(pool,
+			depth(func(d queue.Depth) float64 { return float64(d.Pending) }),
+			depth(func(d queue.Depth) float64 { return float64(d.AckPending) }),
+		)
 	}
-	s.Metrics.RegisterQueueDepth(
-		depth(func(d queue.Depth) float64 { return float64(d.Pending) }),
-		depth(func(d queue.Depth) float64 { return float64(d.AckPending) }),
-	)
 }
 
 // lockDataDir keeps two processes from sharing one data dir.

@@ -62,6 +62,11 @@ type Asset struct {
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	UploadedAt  time.Time // zero until the object is stored
+	// Metadata are the client's key-value pairs, which pipelines match on.
+	Metadata map[string]string
+	// Pipeline is the name of the pipeline processing the asset; empty
+	// until a worker picks one.
+	Pipeline string
 }
 
 // Object is what MarkUploaded records about the stored source object.
@@ -146,6 +151,8 @@ type Store interface {
 	// failures outside a job (an event that was dead-lettered).
 	SetAssetStatus(ctx context.Context, id string, status Status, errMsg string) error
 	SetMedia(ctx context.Context, id string, media json.RawMessage) error
+	// SetPipeline records the pipeline chosen for the asset.
+	SetPipeline(ctx context.Context, id, name string) error
 
 	// ClaimJob creates the job on first call and takes its lease unless
 	// another owner holds a live one (ErrLeased). A finished job is
@@ -170,8 +177,16 @@ type Store interface {
 	// ListSteps returns the steps of the asset's latest job in the order
 	// they were first started.
 	ListSteps(ctx context.Context, assetID string) ([]Step, error)
+	// ListJobSteps returns the steps of one job in the order they were
+	// first started.
+	ListJobSteps(ctx context.Context, jobKey string) ([]Step, error)
 
 	PutOutput(ctx context.Context, o Output) error
+	// ReplaceOutputs makes outs the outputs of the asset's step, in one
+	// transaction: the step's earlier outputs are removed and returned,
+	// except those whose key is among outs, so that the caller can delete
+	// their objects. Readers see the old set or the new one, never a mix.
+	ReplaceOutputs(ctx context.Context, assetID, step string, outs []Output) (removed []Output, err error)
 	// ListOutputs returns an asset's outputs ordered by name.
 	ListOutputs(ctx context.Context, assetID string) ([]Output, error)
 

@@ -66,14 +66,16 @@ func New() *Metrics {
 	return m
 }
 
-// RegisterQueueDepth exposes the queue backlog, read at scrape time.
-func (m *Metrics) RegisterQueueDepth(pending, ackPending func() float64) {
+// RegisterQueueDepth exposes a worker pool's queue backlog, read at
+// scrape time.
+func (m *Metrics) RegisterQueueDepth(pool string, pending, ackPending func() float64) {
+	labels := prometheus.Labels{"pool": pool}
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "sluice_queue_pending", Help: "Events waiting for a worker (-1 when the queue cannot be read).",
+			Name: "sluice_queue_pending", Help: "Events waiting for a worker (-1 when the queue cannot be read).", ConstLabels: labels,
 		}, pending),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "sluice_queue_ack_pending", Help: "Events delivered to a worker and not yet acknowledged.",
+			Name: "sluice_queue_ack_pending", Help: "Events delivered to a worker and not yet acknowledged.", ConstLabels: labels,
 		}, ackPending),
 	)
 }

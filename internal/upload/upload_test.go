@@ -65,7 +65,7 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) pending(t *testing.T) uint64 {
 	t.Helper()
-	d, err := f.q.Depth(t.Context())
+	d, err := f.q.Depth(t.Context(), queue.PoolFast)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestReconcileRequeuesOnlyLostEvents(t *testing.T) {
 	lost := put("lost.mp4")
 	// Take the lost asset's event off the queue without processing it.
 	done := make(chan struct{})
-	cons := f.q.Consume(ctx, 1, func(ctx context.Context, d *queue.Delivery) {
+	cons := f.q.Consume(ctx, queue.PoolFast, 1, func(ctx context.Context, d *queue.Delivery) {
 		if d.Event.AssetID == lost {
 			_ = d.Ack(ctx)
 			close(done)

@@ -12,13 +12,29 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
 )
 
-// OutputKey is where an asset's output named name is stored.
-func OutputKey(assetID, name string) string { return "assets/" + assetID + "/" + name }
+// OutputKey is where an asset's output named name, made by the job whose
+// idempotency key is jobKey, is stored. Each job writes under its own
+// prefix, so that a reprocessing run never overwrites the objects that
+// the current outputs point to: it writes new ones, switches the records
+// over in one transaction, and then deletes the old objects. A redelivery
+// of the same job writes the same keys again.
+func OutputKey(assetID, jobKey, name string) string {
+	return "assets/" + assetID + "/" + generation(jobKey) + "/" + name
+}
+
+// generation is the short form of a job key used in output keys.
+func generation(jobKey string) string {
+	if len(jobKey) > 12 {
+		return jobKey[:12]
+	}
+	return jobKey
+}
 
 // handle runs one delivery to its end: ack, retry, dead letter or release.
 func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
@@ -51,16 +67,23 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		return
 	}
 
+	stage := pipeline.StageFast
+	if ev.Stage == event.StageHeavy {
+		stage = pipeline.StageHeavy
+	}
+	log = log.With("stage", stage.String())
 	stopKeepAlive := d.KeepAlive()
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	stopRenew := w.renewLease(jobCtx, cancel, key)
-	err = w.run(jobCtx, asset, key)
+	more, err := w.run(jobCtx, asset, ev, key, stage)
 	stopRenew()
 	stopKeepAlive()
 	cancel(nil)
 
 	var me *pipeline.MediaError
 	switch {
+	case err == nil && more:
+		w.handOff(ctx, d, log, key)
 	case err == nil:
 		w.finish(ctx, d, log, key, store.StatusSucceeded, "")
 	case errors.As(err, &me):
@@ -103,33 +126,75 @@ func (w *Worker) renewLease(ctx context.Context, cancel context.CancelCauseFunc,
 	return func() { close(done); <-exited }
 }
 
-// run prepares the job's input and scratch space and runs the pipeline.
-func (w *Worker) run(ctx context.Context, asset store.Asset, key string) error {
+// handOff publishes the heavy stage of a job whose fast stage is done,
+// releases the job and acknowledges the fast-stage event.
+func (w *Worker) handOff(ctx context.Context, d *queue.Delivery, log *slog.Logger, key string) {
+	next := d.Event
+	next.Stage = event.StageHeavy
+	if err := w.queue.Publish(ctx, next); err != nil {
+		w.retry(ctx, d, log, key, fmt.Errorf("hand off to the heavy pool: %w", err))
+		return
+	}
+	if err := w.store.ReleaseJob(ctx, key, w.owner); err != nil {
+		log.Warn("worker: release job after the fast stage", "err", err)
+	}
+	w.ack(ctx, d, log, "handed_off")
+}
+
+// pipelineFor returns the pipeline for the asset: the one recorded for it
+// when a stage after the first runs, else the first that matches (which
+// is then recorded).
+func (w *Worker) pipelineFor(ctx context.Context, asset store.Asset, info pipeline.AssetInfo, stage pipeline.Stage) (*pipeline.Pipeline, error) {
+	if stage == pipeline.StageHeavy && asset.Pipeline != "" {
+		if p := w.pipelines.Get(asset.Pipeline); p != nil {
+			return p, nil
+		}
+	}
+	p := w.pipelines.Match(info)
+	if p == nil {
+		return nil, pipeline.Invalid("no pipeline matches this asset (content type %q)", asset.ContentType)
+	}
+	if p.Name != asset.Pipeline {
+		if err := w.store.SetPipeline(ctx, asset.ID, p.Name); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// run prepares the job's input and scratch space and runs one stage of
+// the pipeline. more reports that the heavy stage is still to run.
+func (w *Worker) run(ctx context.Context, asset store.Asset, ev event.ObjectCreated, key string, stage pipeline.Stage) (more bool, err error) {
+	info := pipeline.AssetInfo{Name: asset.Name, ContentType: asset.ContentType, Key: asset.Key, Size: asset.Size, Metadata: asset.Metadata}
+	p, err := w.pipelineFor(ctx, asset, info, stage)
+	if err != nil {
+		return false, err
+	}
 	dir, err := os.MkdirTemp(w.cfg.ScratchDir, "job-")
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer os.RemoveAll(dir)
 	outDir := filepath.Join(dir, "out")
 	if err := os.Mkdir(outDir, 0o750); err != nil {
-		return err
+		return false, err
 	}
 	input, err := w.localInput(ctx, asset, dir)
 	if err != nil {
-		return err
+		return false, err
 	}
-	job := &pipeline.Job{AssetID: asset.ID, Input: input, Dir: outDir}
+	job := &pipeline.Job{AssetID: asset.ID, Input: input, Dir: outDir, Asset: info}
 	if len(asset.Media) > 0 {
 		var m pipeline.Media
 		if err := json.Unmarshal(asset.Media, &m); err == nil {
 			job.Media = &m
 		}
 	}
-	t, err := w.newTracker(ctx, asset, key, job)
+	t, err := w.newTracker(ctx, asset, ev, key, job, p)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return w.runner.Run(ctx, job, w.pipeline, t)
+	return w.runner.Run(ctx, job, p, stage, t)
 }
 
 // localInput places the source at dir/in/source, a directory holding

@@ -3,10 +3,11 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/store"
 )
@@ -17,54 +18,110 @@ type tracker struct {
 	asset store.Asset
 	key   string
 	job   *pipeline.Job
-	done  map[string]bool
-	steps map[string]store.Step
+	prior map[string]pipeline.Outcome
+	steps map[string]store.Step // started in this run
 }
 
 var _ pipeline.Tracker = (*tracker)(nil)
 
-func (w *Worker) newTracker(ctx context.Context, asset store.Asset, key string, job *pipeline.Job) (*tracker, error) {
-	t := &tracker{w: w, asset: asset, key: key, job: job, done: map[string]bool{}, steps: map[string]store.Step{}}
-	steps, err := w.store.ListSteps(ctx, asset.ID)
+// newTracker loads what earlier runs of the job recorded. A reprocessing
+// run limited to some steps takes the others' records from the job it
+// redoes, copying them into its own job so that the asset's step list
+// stays whole.
+func (w *Worker) newTracker(ctx context.Context, asset store.Asset, ev event.ObjectCreated, key string, job *pipeline.Job, p *pipeline.Pipeline) (*tracker, error) {
+	t := &tracker{w: w, asset: asset, key: key, job: job, prior: map[string]pipeline.Outcome{}, steps: map[string]store.Step{}}
+	steps, err := w.store.ListJobSteps(ctx, key)
 	if err != nil {
 		return nil, err
 	}
+	have := map[string]bool{}
 	for _, s := range steps {
-		// A step counts as done only if it succeeded in this very job and,
-		// for probe, its findings are at hand.
-		if s.JobKey == key && s.Status == store.StatusSucceeded && (s.Name != "probe" || job.Media != nil) {
-			t.done[s.Name] = true
+		have[s.Name] = true
+		// probe counts as done only if its findings are at hand.
+		if s.Status.Terminal() && (s.Name != "probe" || job.Media != nil) {
+			t.prior[s.Name] = pipeline.Outcome(s.Status)
+		}
+	}
+	if len(ev.Steps) > 0 {
+		base := map[string]store.Step{}
+		if ev.Base != "" {
+			old, err := w.store.ListJobSteps(ctx, ev.Base)
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range old {
+				base[s.Name] = s
+			}
+		}
+		for _, spec := range p.Steps {
+			if slices.Contains(ev.Steps, spec.ID) {
+				continue
+			}
+			old, ok := base[spec.ID]
+			if !ok || !old.Status.Terminal() {
+				old = store.Step{Name: spec.ID, Status: store.StatusSkipped, Error: "not selected for reprocessing"}
+			}
+			t.prior[spec.ID] = pipeline.Outcome(old.Status)
+			if have[spec.ID] {
+				continue
+			}
+			if err := t.copyStep(ctx, old); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return t, nil
 }
 
-func (t *tracker) Done(step string) bool { return t.done[step] }
-
-func (t *tracker) Started(ctx context.Context, step string) error {
-	s, err := t.w.store.StartStep(ctx, t.key, t.asset.ID, step, time.Now())
+// copyStep records an earlier job's step in this job, as it ended there.
+func (t *tracker) copyStep(ctx context.Context, old store.Step) error {
+	started := old.StartedAt
+	if started.IsZero() {
+		started = time.Now()
+	}
+	s, err := t.w.store.StartStep(ctx, t.key, t.asset.ID, old.Name, started)
 	if err != nil {
 		return err
 	}
-	t.steps[step] = s
-	return nil
-}
-
-func (t *tracker) Skipped(ctx context.Context, step string) error {
-	if err := t.Started(ctx, step); err != nil {
-		return err
+	s.Status, s.Error, s.FinishedAt, s.Duration = old.Status, old.Error, old.FinishedAt, old.Duration
+	if s.FinishedAt.IsZero() {
+		s.FinishedAt = started
 	}
-	s := t.steps[step]
-	s.Status, s.FinishedAt = store.StatusSkipped, time.Now()
 	return t.w.store.FinishStep(ctx, s)
 }
 
-func (t *tracker) Finished(ctx context.Context, step string, res pipeline.Result, stepErr error, took time.Duration) error {
-	s := t.steps[step]
+func (t *tracker) Prior(id string) (pipeline.Outcome, bool) {
+	o, ok := t.prior[id]
+	return o, ok
+}
+
+func (t *tracker) Started(ctx context.Context, id string) error {
+	s, err := t.w.store.StartStep(ctx, t.key, t.asset.ID, id, time.Now())
+	if err != nil {
+		return err
+	}
+	t.steps[id] = s
+	return nil
+}
+
+func (t *tracker) Skipped(ctx context.Context, id, reason string) error {
+	s, ok := t.steps[id]
+	if !ok {
+		if err := t.Started(ctx, id); err != nil {
+			return err
+		}
+		s = t.steps[id]
+	}
+	s.Status, s.Error, s.FinishedAt = store.StatusSkipped, reason, time.Now()
+	return t.w.store.FinishStep(ctx, s)
+}
+
+func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, stepErr error, took time.Duration) error {
+	s := t.steps[id]
 	s.FinishedAt, s.Duration = time.Now(), took
 	outcome := "succeeded"
 	if stepErr == nil {
-		stepErr = t.store(ctx, step, res)
+		stepErr = t.store(ctx, id, res)
 	}
 	if stepErr != nil {
 		outcome = "failed"
@@ -72,7 +129,7 @@ func (t *tracker) Finished(ctx context.Context, step string, res pipeline.Result
 	} else {
 		s.Status = store.StatusSucceeded
 	}
-	t.w.metrics.StepDuration.WithLabelValues(step, outcome).Observe(took.Seconds())
+	t.w.metrics.StepDuration.WithLabelValues(id, outcome).Observe(took.Seconds())
 	if err := t.w.store.FinishStep(ctx, s); err != nil {
 		return err
 	}
@@ -80,8 +137,9 @@ func (t *tracker) Finished(ctx context.Context, step string, res pipeline.Result
 }
 
 // store saves a successful step's results: media first, then each output
-// into the bucket before it is recorded, so that a recorded output always
-// exists.
+// into the bucket, and only then the records, all of the step's at once,
+// so that a recorded output always exists and readers never see half of
+// a step's outputs replaced. Objects of replaced outputs are deleted last.
 func (t *tracker) store(ctx context.Context, step string, res pipeline.Result) error {
 	if res.Media != nil {
 		data, err := json.Marshal(res.Media)
@@ -92,18 +150,28 @@ func (t *tracker) store(ctx context.Context, step string, res pipeline.Result) e
 			return err
 		}
 	}
+	if len(res.Outputs) == 0 && res.Media != nil {
+		return nil
+	}
+	outs := make([]store.Output, 0, len(res.Outputs))
 	for _, o := range res.Outputs {
-		key := OutputKey(t.asset.ID, o.Name)
-		attrs, err := blob.Import(ctx, t.w.bucket, key, filepath.Join(t.job.Dir, o.Name), blob.PutOptions{ContentType: o.ContentType, Size: -1})
+		key := OutputKey(t.asset.ID, t.key, o.Name)
+		attrs, err := blob.Import(ctx, t.w.bucket, key, o.File, blob.PutOptions{ContentType: o.ContentType, Size: -1})
 		if err != nil {
 			return err
 		}
-		err = t.w.store.PutOutput(ctx, store.Output{
+		outs = append(outs, store.Output{
 			AssetID: t.asset.ID, Name: o.Name, Step: step, Key: key,
 			ContentType: attrs.ContentType, Size: attrs.Size, ETag: attrs.ETag, CreatedAt: time.Now(),
 		})
-		if err != nil {
-			return err
+	}
+	removed, err := t.w.store.ReplaceOutputs(ctx, t.asset.ID, step, outs)
+	if err != nil {
+		return err
+	}
+	for _, o := range removed {
+		if err := t.w.bucket.Delete(ctx, o.Key); err != nil {
+			t.w.log.Warn("worker: delete replaced output", "asset", t.asset.ID, "key", o.Key, "err", err)
 		}
 	}
 	return nil

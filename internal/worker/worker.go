@@ -1,8 +1,14 @@
 // Package worker turns queued events into finished jobs: it takes an event
 // from the queue, claims the job for that object version in the state
-// store, runs the pipeline over a local copy (or the bucket's own file),
-// stores each step's outputs and result as it goes, and acknowledges the
-// event only once the job's outcome is recorded.
+// store, runs the asset's pipeline over a local copy (or the bucket's own
+// file), stores each step's outputs and result as it goes, and
+// acknowledges the event only once the job's outcome is recorded.
+//
+// A job runs in two stages, each consumed by its own pool: the fast pool
+// runs the steps that produce quick outputs (probe, thumbnail, audio),
+// then hands the job to the heavy pool by publishing its heavy-stage
+// event, and the heavy pool runs the encodes. A backlog of encodes thus
+// never delays the thumbnails of new uploads.
 //
 // Delivery is at least once, so everything here is idempotent: a job that
 // already finished is acknowledged and skipped; steps that succeeded in an
@@ -21,6 +27,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
@@ -29,8 +36,13 @@ import (
 
 // Config configures a worker.
 type Config struct {
-	// Concurrency is how many jobs run at once. Default 2.
+	// Concurrency is how many jobs the fast pool runs at once. Default 2.
 	Concurrency int
+	// HeavyConcurrency is how many jobs the heavy pool runs at once.
+	// Default 1; negative: this process runs no heavy pool (others do).
+	HeavyConcurrency int
+	// Parallel is how many steps of one job may run at once. Default 2.
+	Parallel int
 	// Lease is how long a claim on a job lasts without renewal; renewed at
 	// a third of it. Keep it no longer than the queue's ack wait, so that
 	// a redelivered event finds the dead worker's lease expired. Default 30s.
@@ -49,6 +61,9 @@ func (c *Config) setDefaults() {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 2
 	}
+	if c.HeavyConcurrency == 0 {
+		c.HeavyConcurrency = 1
+	}
 	if c.Lease <= 0 {
 		c.Lease = 30 * time.Second
 	}
@@ -62,7 +77,8 @@ func (c *Config) setDefaults() {
 
 // Queue is what the worker needs of the queue.
 type Queue interface {
-	Consume(ctx context.Context, workers int, h queue.Handler) *queue.Consumer
+	Consume(ctx context.Context, pool string, workers int, h queue.Handler) *queue.Consumer
+	Publish(ctx context.Context, ev event.ObjectCreated) error
 }
 
 // Worker processes events.
@@ -71,23 +87,21 @@ type Worker struct {
 	store    store.Store
 	bucket   blob.Bucket
 	queue    Queue
-	runner   *pipeline.Runner
-	pipeline pipeline.Pipeline
-	metrics  *telemetry.Metrics
+	runner    *pipeline.Runner
+	pipelines *pipeline.Set
+	metrics   *telemetry.Metrics
 	log      *slog.Logger
 	owner    string
 }
 
-// New returns a worker that runs p for every event.
-func New(cfg Config, st store.Store, b blob.Bucket, q Queue, reg *pipeline.Registry, p pipeline.Pipeline, m *telemetry.Metrics, log *slog.Logger) (*Worker, error) {
+// New returns a worker that runs, for every event, the first of the
+// pipelines that matches its asset.
+func New(cfg Config, st store.Store, b blob.Bucket, q Queue, pipelines *pipeline.Set, m *telemetry.Metrics, log *slog.Logger) (*Worker, error) {
 	cfg.setDefaults()
 	if cfg.ScratchDir == "" {
 		return nil, errors.New("worker: scratch dir is required")
 	}
 	if err := os.MkdirAll(cfg.ScratchDir, 0o750); err != nil {
-		return nil, err
-	}
-	if err := reg.Resolve(p); err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
@@ -96,11 +110,11 @@ func New(cfg Config, st store.Store, b blob.Bucket, q Queue, reg *pipeline.Regis
 		store:    st,
 		bucket:   b,
 		queue:    q,
-		runner:   &pipeline.Runner{Registry: reg, Timeout: cfg.StepTimeout},
-		pipeline: p,
-		metrics:  m,
-		log:      log,
-		owner:    fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
+		runner:    &pipeline.Runner{Timeout: cfg.StepTimeout, Parallel: cfg.Parallel},
+		pipelines: pipelines,
+		metrics:   m,
+		log:       log,
+		owner:     fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
 	}, nil
 }
 
@@ -110,11 +124,21 @@ func New(cfg Config, st store.Store, b blob.Bucket, q Queue, reg *pipeline.Regis
 func (w *Worker) Run(ctx context.Context) error {
 	work, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
-	c := w.queue.Consume(work, w.cfg.Concurrency, w.handle)
+	consumers := []*queue.Consumer{w.queue.Consume(work, queue.PoolFast, w.cfg.Concurrency, w.handle)}
+	if w.cfg.HeavyConcurrency > 0 {
+		consumers = append(consumers, w.queue.Consume(work, queue.PoolHeavy, w.cfg.HeavyConcurrency, w.handle))
+	}
 	<-ctx.Done()
-	c.Stop()
+	for _, c := range consumers {
+		c.Stop()
+	}
 	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
+	go func() {
+		for _, c := range consumers {
+			c.Wait()
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(w.cfg.ShutdownGrace):

@@ -15,19 +15,24 @@ import (
 )
 
 const assetColumns = `id, name, content_type, bucket, object_key, size, etag,
-	status, error, media, created_at, updated_at, uploaded_at`
+	status, error, media, created_at, updated_at, uploaded_at, metadata, pipeline`
 
 func scanAsset(sc scanner) (store.Asset, error) {
 	var (
 		a                          store.Asset
 		status                     string
-		media                      sql.NullString
+		media, metadata            sql.NullString
 		created, updated, uploaded sql.NullInt64
 	)
 	err := sc.Scan(&a.ID, &a.Name, &a.ContentType, &a.Bucket, &a.Key, &a.Size, &a.ETag,
-		&status, &a.Error, &media, &created, &updated, &uploaded)
+		&status, &a.Error, &media, &created, &updated, &uploaded, &metadata, &a.Pipeline)
 	if err != nil {
 		return store.Asset{}, err
+	}
+	if metadata.Valid {
+		if err := json.Unmarshal([]byte(metadata.String), &a.Metadata); err != nil {
+			return store.Asset{}, fmt.Errorf("metadata: %w", err)
+		}
 	}
 	a.Status = store.Status(status)
 	if media.Valid {
@@ -83,11 +88,20 @@ func (s *Store) CreateAsset(ctx context.Context, a store.Asset) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: create asset %q: %w", a.ID, err)
 	}
+	var metadata any
+	if len(a.Metadata) > 0 {
+		b, err := json.Marshal(a.Metadata)
+		if err != nil {
+			return fmt.Errorf("sqlite: create asset %q: %w", a.ID, err)
+		}
+		metadata = string(b)
+	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO assets (`+assetColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		a.ID, a.Name, a.ContentType, a.Bucket, a.Key, a.Size, a.ETag,
-		string(a.Status), a.Error, media, a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), nullTime(a.UploadedAt))
+		string(a.Status), a.Error, media, a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), nullTime(a.UploadedAt),
+		metadata, a.Pipeline)
 	if err == nil {
 		err = rowsAffected(res)
 	}
@@ -225,6 +239,18 @@ func (s *Store) SetMedia(ctx context.Context, id string, media json.RawMessage) 
 	}
 	if err != nil {
 		return fmt.Errorf("sqlite: set asset %q media: %w", id, err)
+	}
+	return nil
+}
+
+// SetPipeline records the name of the pipeline that processes the asset.
+func (s *Store) SetPipeline(ctx context.Context, id, name string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE assets SET pipeline = ? WHERE id = ?`, name, id)
+	if err == nil {
+		err = rowsAffected(res)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: set asset %q pipeline: %w", id, err)
 	}
 	return nil
 }

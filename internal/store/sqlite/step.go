@@ -105,23 +105,34 @@ func (s *Store) FinishStep(ctx context.Context, st store.Step) error {
 // ListSteps returns the steps of the asset's latest job in the order they
 // were first started; none if it has no job.
 func (s *Store) ListSteps(ctx context.Context, assetID string) ([]store.Step, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps
+	return s.listSteps(ctx, "asset "+assetID, `SELECT `+stepColumns+` FROM steps
 		WHERE job_key = (`+latestJob+`)
 		ORDER BY seq`, assetID)
+}
+
+// ListJobSteps returns the steps of a job in the order they were first
+// started; none if it has none or does not exist.
+func (s *Store) ListJobSteps(ctx context.Context, jobKey string) ([]store.Step, error) {
+	return s.listSteps(ctx, "job "+jobKey, `SELECT `+stepColumns+` FROM steps
+		WHERE job_key = ? ORDER BY seq`, jobKey)
+}
+
+func (s *Store) listSteps(ctx context.Context, what, query string, arg any) ([]store.Step, error) {
+	rows, err := s.r.QueryContext(ctx, query, arg)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: list steps of asset %q: %w", assetID, err)
+		return nil, fmt.Errorf("sqlite: list steps of %s: %w", what, err)
 	}
 	defer rows.Close()
 	steps := []store.Step{}
 	for rows.Next() {
 		st, err := scanStep(rows)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: list steps of asset %q: %w", assetID, err)
+			return nil, fmt.Errorf("sqlite: list steps of %s: %w", what, err)
 		}
 		steps = append(steps, st)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: list steps of asset %q: %w", assetID, err)
+		return nil, fmt.Errorf("sqlite: list steps of %s: %w", what, err)
 	}
 	return steps, nil
 }

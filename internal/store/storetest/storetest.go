@@ -72,6 +72,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListStepsLatestJob", testListStepsLatestJob},
 		{"StepsConcurrent", testStepsConcurrent},
 		{"Outputs", testOutputs},
+		{"MetadataAndPipeline", testMetadataAndPipeline},
+		{"ListJobSteps", testListJobSteps},
+		{"ReplaceOutputs", testReplaceOutputs},
 		{"ConcurrentWrites", testConcurrentWrites},
 	}
 	for _, tt := range tests {
