@@ -31,6 +31,15 @@ func uploadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print the asset as JSON (the API's shape) and nothing else on stdout")
 	tus := fs.Int64("tus-threshold", 32<<20, "files of at least this many bytes are uploaded resumably (tus)")
 	timeout := fs.Duration("timeout", time.Hour, "give up waiting after this long")
+	meta := map[string]string{}
+	fs.Func("meta", "metadata key=value kept with the asset, matched by pipelines (repeatable)", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want key=value, got %q", v)
+		}
+		meta[k] = val
+		return nil
+	})
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -41,6 +50,9 @@ func uploadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	c := client.New(*srv)
 	opts := client.UploadOptions{TusThreshold: *tus}
+	if len(meta) > 0 {
+		opts.Metadata = meta
+	}
 	var bar *progressBar
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		bar = &progressBar{w: stderr}
@@ -78,7 +90,7 @@ func uploadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func assetsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: sluice assets get ID | sluice assets list")
+		fmt.Fprintln(stderr, "usage: sluice assets get ID | sluice assets list | sluice assets reprocess ID [--steps a,b] [--wait]")
 		return exitError{2}
 	}
 	fs := flag.NewFlagSet("sluice assets "+args[0], flag.ContinueOnError)
@@ -87,6 +99,8 @@ func assetsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print JSON")
 	limit := fs.Int("limit", 50, "assets per page (list)")
 	cursor := fs.String("cursor", "", "page cursor from a previous list (list)")
+	steps := fs.String("steps", "", "step ids to run again, comma-separated; default all (reprocess)")
+	wait := fs.Bool("wait", false, "wait until the run ends; exit 1 if the asset failed (reprocess)")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -103,6 +117,33 @@ func assetsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		return printAsset(stdout, a, *asJSON)
+	case "reprocess":
+		if len(pos) != 1 {
+			fmt.Fprintln(stderr, "usage: sluice assets reprocess ID [--steps a,b] [--wait] [--json]")
+			return exitError{2}
+		}
+		var ids []string
+		for _, s := range strings.Split(*steps, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				ids = append(ids, s)
+			}
+		}
+		a, err := c.Reprocess(ctx, pos[0], ids)
+		if err != nil {
+			return err
+		}
+		if *wait {
+			if a, err = c.Wait(ctx, pos[0], 250*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		if err := printAsset(stdout, a, *asJSON); err != nil {
+			return err
+		}
+		if *wait && a.Status != wire.StatusSucceeded {
+			return exitError{1}
+		}
+		return nil
 	case "list":
 		l, err := c.Assets(ctx, *cursor, *limit)
 		if err != nil {
@@ -157,6 +198,9 @@ func printAsset(w io.Writer, a wire.Asset, asJSON bool) error {
 		line := fmt.Sprintf("  step %-10s %-10s %8.1f ms  attempts %d", s.Name, s.Status, s.DurationMS, s.Attempts)
 		if s.Error != "" {
 			line += "  " + s.Error
+		}
+		if s.Reason != "" {
+			line += "  (" + s.Reason + ")"
 		}
 		fmt.Fprintln(w, line)
 	}

@@ -21,10 +21,12 @@ const usage = `Sluice: a self-hostable media and AI pipeline.
 
 Usage:
   sluice serve [flags]                       run everything on embedded defaults
-  sluice upload FILE [--server URL] [--wait] [--json]
+  sluice upload FILE [--server URL] [--meta k=v]... [--wait] [--json]
   sluice assets get ID [--server URL] [--json]
   sluice assets list [--server URL] [--json] [--limit N]
+  sluice assets reprocess ID [--steps a,b] [--wait] [--json]
   sluice dead-letters [--server URL] [--json]
+  sluice pipelines validate FILE... | list | steps
 
 Run 'sluice COMMAND -h' for a command's flags.
 `
@@ -63,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return uploadCmd(ctx, rest, stdout, stderr)
 	case "assets":
 		return assetsCmd(ctx, rest, stdout, stderr)
+	case "pipelines":
+		return pipelinesCmd(ctx, args[1:], stdout, stderr)
 	case "dead-letters":
 		return deadLettersCmd(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":

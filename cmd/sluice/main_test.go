@@ -7,8 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -40,7 +40,7 @@ func startInProcess(t *testing.T) string {
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
-	cfg.Steps.ThumbnailWidth = 320
+	cfg.Pipelines = []string{mediatest.LightPipeline(t, 320)}
 	cfg.Wasm.CacheDir = mediatest.WasmCacheDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := server.New(ctx, cfg, newLogger(io.Discard))

@@ -126,6 +126,28 @@ func (c *Client) Wait(ctx context.Context, id string, every time.Duration) (wire
 	}
 }
 
+// Reprocess asks for the asset's pipeline to run again: the given steps,
+// or all of them.
+func (c *Client) Reprocess(ctx context.Context, id string, steps []string) (wire.Asset, error) {
+	body, err := json.Marshal(wire.ReprocessRequest{Steps: steps})
+	if err != nil {
+		return wire.Asset{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+"/v1/assets/"+url.PathEscape(id)+"/reprocess", bytes.NewReader(body))
+	if err != nil {
+		return wire.Asset{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	var a wire.Asset
+	return a, c.do(req, &a)
+}
+
+// Pipelines lists the server's pipelines.
+func (c *Client) Pipelines(ctx context.Context) (wire.PipelineList, error) {
+	var l wire.PipelineList
+	return l, c.getJSON(ctx, "/v1/pipelines", &l)
+}
+
 // CreateUpload asks for a signed upload URL.
 func (c *Client) CreateUpload(ctx context.Context, r wire.UploadRequest) (wire.Upload, error) {
 	body, err := json.Marshal(r)

@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,8 @@ import (
 type TusOptions struct {
 	Name        string
 	ContentType string
+	// Metadata are the asset's key-value pairs.
+	Metadata map[string]string
 	// ChunkSize is the size of each PATCH. Default 16 MiB.
 	ChunkSize int64
 	// Retries is how many failed requests in a row are tolerated. Default 5.
@@ -80,6 +84,10 @@ func (c *Client) tusCreate(ctx context.Context, size int64, o TusOptions) (loc, 
 	meta := []string{"filename " + base64.StdEncoding.EncodeToString([]byte(o.Name))}
 	if o.ContentType != "" {
 		meta = append(meta, "filetype "+base64.StdEncoding.EncodeToString([]byte(o.ContentType)))
+	}
+	keys := slices.Sorted(maps.Keys(o.Metadata))
+	for _, k := range keys {
+		meta = append(meta, k+" "+base64.StdEncoding.EncodeToString([]byte(o.Metadata[k])))
 	}
 	req.Header.Set("Upload-Metadata", strings.Join(meta, ","))
 	resp, err := c.HTTP.Do(req)

@@ -16,6 +16,8 @@ type UploadOptions struct {
 	TusThreshold int64
 	// Progress, if set, is called with bytes sent so far and the total.
 	Progress func(done, total int64)
+	// Metadata are key-value pairs kept with the asset.
+	Metadata map[string]string
 }
 
 // UploadFile uploads the file at path and returns its asset id: a signed
@@ -42,9 +44,9 @@ func (c *Client) UploadFile(ctx context.Context, path string, o UploadOptions) (
 		}
 	}
 	if size >= o.TusThreshold {
-		return c.TusUpload(ctx, f, size, TusOptions{Name: name, ContentType: ctype, Progress: progress})
+		return c.TusUpload(ctx, f, size, TusOptions{Name: name, ContentType: ctype, Metadata: o.Metadata, Progress: progress})
 	}
-	up, err := c.CreateUpload(ctx, wire.UploadRequest{Name: name, ContentType: ctype, Size: size})
+	up, err := c.CreateUpload(ctx, wire.UploadRequest{Name: name, ContentType: ctype, Size: size, Metadata: o.Metadata})
 	if err != nil {
 		return "", err
 	}

@@ -72,9 +72,9 @@ func Default() Config {
 		Worker: worker.Config{
 			Concurrency:      2,
 			HeavyConcurrency: 1,
-			Lease:         30 * time.Second,
-			StepTimeout:   10 * time.Minute,
-			ShutdownGrace: 30 * time.Second,
+			Lease:            30 * time.Second,
+			StepTimeout:      10 * time.Minute,
+			ShutdownGrace:    30 * time.Second,
 		},
 		Engine: media.ModeAuto,
 		Native: media.DefaultNativeConfig(),
@@ -109,6 +109,9 @@ func (c *Config) Resolve() error {
 	if c.Worker.ScratchDir == "" {
 		c.Worker.ScratchDir = filepath.Join(abs, "scratch")
 	}
+	if err := c.Native.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if c.Upload.MaxSize <= 0 {
 		return errors.New("config: max upload size must be positive")
 	}
@@ -134,6 +137,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Wasm.MemoryLimit, "wasm-memory-limit", c.Wasm.MemoryLimit, "memory cap of each WebAssembly FFmpeg run, in bytes (env SLUICE_WASM_MEMORY_LIMIT)")
 	fs.StringVar(&c.Native.FFmpeg, "ffmpeg", c.Native.FFmpeg, "ffmpeg binary (env SLUICE_FFMPEG)")
 	fs.StringVar(&c.Native.FFprobe, "ffprobe", c.Native.FFprobe, "ffprobe binary (env SLUICE_FFPROBE)")
+	fs.StringVar(&c.Native.HWAccel, "hwaccel", c.Native.HWAccel, "H.264 hardware encoder for encodes: none, auto, nvenc, vaapi or qsv; falls back to libx264 (env SLUICE_HWACCEL)")
+	fs.StringVar(&c.Native.Cgroup, "ffmpeg-cgroup", c.Native.Cgroup, "cgroup v2 for native FFmpeg children: auto, off, or a delegated cgroup directory (env SLUICE_FFMPEG_CGROUP)")
+	fs.Int64Var(&c.Native.MemoryLimit, "ffmpeg-memory-limit", c.Native.MemoryLimit, "memory cap of each native FFmpeg run, in bytes (env SLUICE_FFMPEG_MEMORY_LIMIT)")
 	fs.IntVar(&c.Worker.HeavyConcurrency, "heavy-concurrency", c.Worker.HeavyConcurrency, "jobs the heavy pool (encodes) runs at once; -1 for none in this process (env SLUICE_HEAVY_CONCURRENCY)")
 	fs.Func("pipelines", "pipeline file loaded after the built-in pipelines; repeatable, or comma-separated (env SLUICE_PIPELINES)", func(v string) error {
 		c.Pipelines = append(c.Pipelines, splitList(v)...)
@@ -191,6 +197,9 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_WASM_CACHE_DIR", &c.Wasm.CacheDir)
 	str("SLUICE_FFMPEG", &c.Native.FFmpeg)
 	str("SLUICE_FFPROBE", &c.Native.FFprobe)
+	str("SLUICE_HWACCEL", &c.Native.HWAccel)
+	str("SLUICE_FFMPEG_CGROUP", &c.Native.Cgroup)
+	num("SLUICE_FFMPEG_MEMORY_LIMIT", &c.Native.MemoryLimit)
 	num("SLUICE_MAX_UPLOAD_SIZE", &c.Upload.MaxSize)
 	var conc, heavy int64 = int64(c.Worker.Concurrency), int64(c.Worker.HeavyConcurrency)
 	num("SLUICE_CONCURRENCY", &conc)

@@ -7,6 +7,9 @@
 // can be replaced at the same key (a reprocess), so only a request whose v
 // matches the current ETag is marked immutable; any other gets a short
 // max-age and revalidates.
+//
+// Variants (variant.go) renders pictures from an asset's video on demand,
+// stores them beside its outputs and serves them the same way.
 package delivery
 
 import (
@@ -55,6 +58,17 @@ func URL(base, key, etag string) string {
 // conditional headers. Errors are returned before anything is written:
 // blob.ErrNotFound for a missing or non-servable key.
 func (s *Server) Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) error {
+	return s.serve(ctx, w, r, key, false)
+}
+
+// ServeImmutable is Serve for an object whose key never holds other
+// content (a variant, whose key is derived from what it shows): it is
+// marked immutable whatever the URL's v.
+func (s *Server) ServeImmutable(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) error {
+	return s.serve(ctx, w, r, key, true)
+}
+
+func (s *Server) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, key string, immutable bool) error {
 	if !strings.HasPrefix(key, servable) || path.Clean(key) != key {
 		return fmt.Errorf("%w: %s", blob.ErrNotFound, key)
 	}
@@ -68,7 +82,7 @@ func (s *Server) Serve(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	h.Set("Content-Type", a.ContentType)
 	h.Set("ETag", `"`+a.ETag+`"`)
 	h.Set("X-Content-Type-Options", "nosniff")
-	if v := r.URL.Query().Get("v"); v != "" && v == a.ETag {
+	if v := r.URL.Query().Get("v"); immutable || (v != "" && v == a.ETag) {
 		h.Set("Cache-Control", "public, max-age=31536000, immutable")
 	} else {
 		h.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", s.ShortMaxAge))

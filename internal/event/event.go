@@ -23,6 +23,9 @@ const (
 	// ActionReconcile marks an event re-published by the reconciler for an
 	// upload whose original event was lost or whose job never finished.
 	ActionReconcile = "Reconcile"
+	// ActionReprocess marks a run requested for an object already
+	// processed (see Run).
+	ActionReprocess = "Reprocess"
 )
 
 // ObjectCreated is published once an object has landed in a bucket.

@@ -46,3 +46,30 @@ func TestUnmarshalValidates(t *testing.T) {
 		t.Errorf("Unmarshal = %+v, %v", e, err)
 	}
 }
+
+// A reprocessing run is a new job of the same object version; its heavy
+// stage is published under its own id, so that deduplication of the
+// fast-stage event does not swallow it.
+func TestRunsAndStages(t *testing.T) {
+	base := event.ObjectCreated{Action: event.ActionPutObject, Bucket: "b", Key: "k", ETag: "e", AssetID: "a"}
+	run := base
+	run.Action, run.Run, run.Steps = event.ActionReprocess, "r1", []string{"hls"}
+	run2 := run
+	run2.Run = "r2"
+	if run.IdempotencyKey() == base.IdempotencyKey() || run.IdempotencyKey() == run2.IdempotencyKey() {
+		t.Error("reprocessing runs share a job key with each other or with the first run")
+	}
+	heavy := base
+	heavy.Stage = event.StageHeavy
+	if heavy.IdempotencyKey() != base.IdempotencyKey() {
+		t.Error("the heavy stage is a different job")
+	}
+	if heavy.PublishID() == base.PublishID() {
+		t.Error("the heavy stage's publish id equals the fast stage's")
+	}
+	bad := base
+	bad.Stage = "medium"
+	if bad.Validate() == nil {
+		t.Error("unknown stage accepted")
+	}
+}

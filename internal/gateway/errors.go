@@ -51,7 +51,7 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, "checksum_mismatch"
 	case errors.Is(err, blob.ErrInvalidKey):
 		return http.StatusBadRequest, "invalid_key"
-	case errors.Is(err, store.ErrConflict), errors.Is(err, upload.ErrAlreadyUploaded):
+	case errors.Is(err, store.ErrConflict), errors.Is(err, upload.ErrAlreadyUploaded), errors.Is(err, upload.ErrNotReady):
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, auth.ErrExpired):
 		return http.StatusForbidden, "url_expired"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/telemetry"
@@ -48,9 +49,12 @@ type Deps struct {
 	Uploads     *upload.Service
 	Delivery    *delivery.Server
 	DeadLetters DeadLetters
-	Signer      *auth.Signer
-	Metrics     *telemetry.Metrics
-	Log         *slog.Logger
+	// Pipelines are the configured pipelines, for reprocessing and
+	// GET /v1/pipelines.
+	Pipelines *pipeline.Set
+	Signer    *auth.Signer
+	Metrics   *telemetry.Metrics
+	Log       *slog.Logger
 	// Ready lists checks /readyz runs.
 	Ready map[string]Checker
 }
@@ -90,6 +94,8 @@ func (g *Gateway) routes() {
 	m.Handle(TusPath, http.StripPrefix(strings.TrimSuffix(TusPath, "/"), g.tus))
 	m.HandleFunc("GET /v1/assets", g.listAssets)
 	m.HandleFunc("GET /v1/assets/{id}", g.getAsset)
+	m.HandleFunc("POST /v1/assets/{id}/reprocess", g.reprocess)
+	m.HandleFunc("GET /v1/pipelines", g.listPipelines)
 	m.HandleFunc("GET /v1/dead-letters", g.listDeadLetters)
 	m.HandleFunc("POST /v1/dead-letters/{seq}/replay", g.replayDeadLetter)
 	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)

@@ -3,11 +3,15 @@ package gateway
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
 	"github.com/sluice-media/sluice/internal/wire"
@@ -138,6 +142,7 @@ func assetView(a store.Asset, outputs []store.Output, steps []store.Step, base s
 		ID: a.ID, Name: a.Name, Status: string(a.Status), Error: a.Error,
 		ContentType: a.ContentType, Size: a.Size, ETag: a.ETag,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, UploadedAt: timePtr(a.UploadedAt),
+		Metadata: a.Metadata, Pipeline: a.Pipeline,
 		Media:   a.Media,
 		Outputs: []wire.Output{},
 		Steps:   []wire.Step{},
@@ -152,11 +157,15 @@ func assetView(a store.Asset, outputs []store.Output, steps []store.Step, base s
 		})
 	}
 	for _, s := range steps {
-		v.Steps = append(v.Steps, wire.Step{
+		ws := wire.Step{
 			Name: s.Name, Status: string(s.Status), Attempts: s.Attempts, Error: s.Error,
 			StartedAt: timePtr(s.StartedAt), FinishedAt: timePtr(s.FinishedAt),
 			DurationMS: float64(s.Duration.Microseconds()) / 1000,
-		})
+		}
+		if s.Status == store.StatusSkipped {
+			ws.Reason, ws.Error = s.Error, ""
+		}
+		v.Steps = append(v.Steps, ws)
 	}
 	return v
 }
@@ -222,4 +231,77 @@ func (g *Gateway) serveOutput(w http.ResponseWriter, r *http.Request) {
 	if err := g.deps.Delivery.Serve(r.Context(), w, r, r.PathValue("key")); err != nil {
 		writeError(w, r, g.deps.Log, err)
 	}
+}
+
+// reprocess queues a new run of an asset's pipeline, as configured now.
+func (g *Gateway) reprocess(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req wire.ReprocessRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(w, r, &req); err != nil {
+			writeError(w, r, g.deps.Log, err)
+			return
+		}
+	}
+	a, err := g.deps.Store.GetAsset(ctx, r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	p := g.deps.Pipelines.Match(pipeline.AssetInfo{Name: a.Name, ContentType: a.ContentType, Key: a.Key, Size: a.Size, Metadata: a.Metadata})
+	if p == nil {
+		writeError(w, r, g.deps.Log, &httpError{http.StatusConflict, "no_pipeline", "no pipeline matches this asset"})
+		return
+	}
+	if len(req.Steps) > 64 {
+		writeError(w, r, g.deps.Log, badRequest("at most 64 steps"))
+		return
+	}
+	for _, id := range req.Steps {
+		if p.Step(id) == nil {
+			var ids []string
+			for _, s := range p.Steps {
+				ids = append(ids, s.ID)
+			}
+			writeError(w, r, g.deps.Log, badRequest(fmt.Sprintf("pipeline %q has no step %q (it has %s)", p.Name, id, strings.Join(ids, ", "))))
+			return
+		}
+	}
+	var base string
+	if job, err := g.deps.Store.LatestJob(ctx, a.ID); err == nil {
+		base = job.Key
+	} else if !errors.Is(err, store.ErrNotFound) {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	if err := g.deps.Uploads.Reprocess(ctx, a, req.Steps, base); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	if a, err = g.deps.Store.GetAsset(ctx, a.ID); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, assetView(a, nil, nil, ""))
+}
+
+func (g *Gateway) listPipelines(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, PipelineList(g.deps.Pipelines))
+}
+
+// PipelineList renders pipelines as the API shows them.
+func PipelineList(set *pipeline.Set) wire.PipelineList {
+	out := wire.PipelineList{Pipelines: []wire.Pipeline{}}
+	for _, p := range set.All() {
+		wp := wire.Pipeline{Name: p.Name, Doc: p.Doc, Source: p.Source, Steps: []wire.PipelineStep{},
+			Match: wire.PipelineMatch{ContentTypes: p.Match.ContentTypes, Keys: p.Match.Keys, Metadata: p.Match.Metadata}}
+		for _, s := range p.Steps {
+			wp.Steps = append(wp.Steps, wire.PipelineStep{
+				ID: s.ID, Uses: s.Uses, With: s.With, Needs: s.Needs, When: s.When,
+				TimeoutMS: s.Timeout.Milliseconds(), Retries: s.Retries, OnError: s.OnError, Pool: s.Pool, Engine: s.Engine,
+			})
+		}
+		out.Pipelines = append(out.Pipelines, wp)
+	}
+	return out
 }

@@ -49,7 +49,15 @@ const outPrefix = "\x00out:"
 // Out stands for the output file name in Command.Args.
 func Out(name string) string { return outPrefix + name }
 
-// mapArgs replaces InputArg and Out references with real paths.
+const filterOutPrefix, filterOutEnd = "\x00filterout:", "\x00"
+
+// FilterOut stands for the output file name inside a filter graph, as the
+// value of a filter option that names a file (ametadata's file=, say):
+// each engine puts its own path for it there, escaped for the option and
+// filter graph levels. Unlike Out, it may be part of a longer argument.
+func FilterOut(name string) string { return filterOutPrefix + name + filterOutEnd }
+
+// mapArgs replaces InputArg, Out and FilterOut references with real paths.
 func mapArgs(args []string, input string, out func(name string) string) []string {
 	mapped := make([]string, len(args))
 	for i, a := range args {
@@ -59,10 +67,41 @@ func mapArgs(args []string, input string, out func(name string) string) []string
 		case strings.HasPrefix(a, outPrefix):
 			mapped[i] = out(strings.TrimPrefix(a, outPrefix))
 		default:
-			mapped[i] = a
+			mapped[i] = mapFilterOuts(a, out)
 		}
 	}
 	return mapped
+}
+
+// mapFilterOuts replaces the FilterOut references in a.
+func mapFilterOuts(a string, out func(name string) string) string {
+	var b strings.Builder
+	for {
+		before, rest, ok := strings.Cut(a, filterOutPrefix)
+		if !ok {
+			break
+		}
+		name, after, _ := strings.Cut(rest, filterOutEnd)
+		b.WriteString(before)
+		// The option parser unescapes once, the graph parser before it
+		// once more.
+		b.WriteString(escapeFilter(escapeFilter(out(name), `\':`), `\'[],;`))
+		a = after
+	}
+	return b.String() + a
+}
+
+// escapeFilter backslash-escapes special characters and whitespace, as
+// FFmpeg's av_get_token reads them.
+func escapeFilter(s, special string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(special, r) || strings.ContainsRune(" \t\r\n", r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // allowedDemuxers are the input formats Sluice accepts: each reads only

@@ -337,7 +337,7 @@ func TestStepTimeoutOnSlowInput(t *testing.T) {
 
 type nopTracker struct{}
 
-func (nopTracker) Prior(string) (pipeline.Outcome, bool)        { return "", false }
+func (nopTracker) Prior(string) (pipeline.Outcome, bool)         { return "", false }
 func (nopTracker) Started(context.Context, string) error         { return nil }
 func (nopTracker) Skipped(context.Context, string, string) error { return nil }
 func (nopTracker) Finished(context.Context, string, pipeline.Result, error, time.Duration) error {

@@ -19,6 +19,12 @@ func Types(e *Engines) []pipeline.StepType {
 		ProbeType(e),
 		ThumbnailType(e),
 		AudioType(e),
+		WaveformType(e),
+		AnalyzeType(e),
+		HLSType(e),
+		StoryboardType(e),
+		PreviewType(e),
+		ImageType(e),
 	}
 }
 

@@ -277,3 +277,24 @@ func PNG(t testing.TB, path string, width, height int) {
 		t.Fatal(err)
 	}
 }
+
+// LightPipeline writes a pipelines file whose one pipeline, "light",
+// matches every asset ahead of the built-in ones and runs only probe,
+// thumbnail (at the given width) and audio: for end-to-end tests that
+// are about the path through Sluice rather than about every output.
+func LightPipeline(t testing.TB, thumbWidth int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "light.yaml")
+	yaml := fmt.Sprintf(`pipelines:
+  - name: light
+    steps:
+      - uses: probe
+      - uses: thumbnail
+        with: {width: %d}
+      - uses: audio
+`, thumbWidth)
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -49,7 +49,7 @@ type Tracker interface {
 	Started(ctx context.Context, id string) error
 	// Finished is called with err == nil on success, after which res's
 	// outputs must be stored, or with the step's error. An error returned
-	// (failing to store, say) fails the step.
+	// on success (failing to store, say) fails the step.
 	Finished(ctx context.Context, id string, res Result, err error, took time.Duration) error
 	// Skipped records that the step did not run, and why.
 	Skipped(ctx context.Context, id, reason string) error
@@ -294,6 +294,10 @@ func (run *run) finish(d stepDone, failure error) error {
 		run.job.Media = d.res.Media
 	}
 	err := run.t.Finished(ctx, s.ID, d.res, d.err, d.took)
+	if d.err != nil {
+		// The step's own failure stands, whatever recording it gave.
+		err = d.err
+	}
 	if err == nil {
 		run.state[s.ID] = Succeeded
 		return nil

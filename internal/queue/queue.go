@@ -41,7 +41,7 @@ type Config struct {
 	// Consumer names the fast pool's consumer; the heavy pool's is
 	// Consumer + "-heavy". Default "workers".
 	Consumer string
-	Replicas  int    // default 1
+	Replicas int // default 1
 
 	// MaxDeliver is how many times an event is tried before it is
 	// dead-lettered. Default 5.

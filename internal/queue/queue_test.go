@@ -248,3 +248,67 @@ func TestSurvivesRestart(t *testing.T) {
 		t.Errorf("pending after restart = %d, want 5", d.Pending)
 	}
 }
+
+// TestPools: heavy-stage events go to the heavy pool's consumer only, and
+// a backlog there does not hold up the fast pool.
+func TestPools(t *testing.T) {
+	q := open(t, t.TempDir(), nil)
+	defer q.Close()
+	c := ctx(t)
+	for i := range 5 {
+		h := ev(i)
+		h.Stage = event.StageHeavy
+		if err := q.Publish(c, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := q.Queued(c, "a0"); !ok || err != nil {
+		t.Errorf("Queued(a0) with a heavy event waiting = %v, %v", ok, err)
+	}
+	if err := q.Publish(c, ev(100)); err != nil {
+		t.Fatal(err)
+	}
+	// Heavy workers block until released: the heavy backlog stays.
+	release := make(chan struct{})
+	var heavySeen, fastSeen sync.Map
+	heavy := q.Consume(c, queue.PoolHeavy, 1, func(ctx context.Context, d *queue.Delivery) {
+		heavySeen.Store(d.Event.AssetID, d.Event.Stage)
+		<-release
+		_ = d.Ack(ctx)
+	})
+	fast := q.Consume(c, queue.PoolFast, 1, func(ctx context.Context, d *queue.Delivery) {
+		fastSeen.Store(d.Event.AssetID, d.Event.Stage)
+		_ = d.Ack(ctx)
+	})
+	waitFor(t, "the fast event", func() bool { _, ok := fastSeen.Load("a100"); return ok })
+	fastSeen.Range(func(k, v any) bool {
+		if k != "a100" {
+			t.Errorf("fast pool got %v (stage %v)", k, v)
+		}
+		return true
+	})
+	close(release)
+	waitFor(t, "5 heavy events", func() bool {
+		n := 0
+		heavySeen.Range(func(k, v any) bool {
+			if v != event.StageHeavy {
+				t.Errorf("heavy pool got %v with stage %q", k, v)
+			}
+			n++
+			return true
+		})
+		return n == 5
+	})
+	heavy.Stop()
+	fast.Stop()
+	heavy.Wait()
+	fast.Wait()
+	for _, pool := range []string{queue.PoolFast, queue.PoolHeavy} {
+		if d, err := q.Depth(c, pool); err != nil || d.Pending != 0 || d.AckPending != 0 {
+			t.Errorf("%s depth = %+v, %v; want empty", pool, d, err)
+		}
+	}
+	if _, err := q.Depth(c, "medium"); err == nil {
+		t.Error("Depth of an unknown pool: no error")
+	}
+}

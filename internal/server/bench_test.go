@@ -20,9 +20,9 @@ import (
 // to pin the demuxer). It reports medians; ns/op is the whole round trip
 // as the client sees it, polling included.
 func BenchmarkPipelineOverhead(b *testing.B) {
-	cfg := testConfig(b.TempDir())
+	cfg := testConfig(b)
 	cfg.Worker.Concurrency = 1
-	cfg.Steps.ThumbnailWidth = 640
+	cfg.Pipelines = []string{mediatest.LightPipeline(b, 640)}
 	// Like for like: the bare commands are native FFmpeg.
 	cfg.Engine = media.ModeNative
 	h := start(b, cfg)

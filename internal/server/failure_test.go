@@ -93,7 +93,7 @@ func request(t *testing.T, method, url string, body io.Reader, hdr map[string]st
 }
 
 func TestBadRequests(t *testing.T) {
-	cfg := testConfig(t.TempDir())
+	cfg := testConfig(t)
 	cfg.Upload.MaxSize = 1 << 20
 	h := start(t, cfg)
 	base := h.URL()
@@ -276,7 +276,7 @@ func TestBadRequests(t *testing.T) {
 // every delivery and is dead-lettered with the asset marked failed; once
 // the object is there, replaying the dead letter completes the asset.
 func TestDeadLetterAndReplay(t *testing.T) {
-	h := start(t, testConfig(t.TempDir()))
+	h := start(t, testConfig(t))
 	ctx := ctxT(t, 2*time.Minute)
 	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Duration: 2, Video: true, Audio: true})
 	data, err := os.ReadFile(clip)
@@ -335,7 +335,7 @@ func TestDeadLetterAndReplay(t *testing.T) {
 // TestReconcileRequeuesLostEvent: an upload that is stored and recorded
 // but whose event never reached the queue is found and processed.
 func TestReconcileRequeuesLostEvent(t *testing.T) {
-	h := start(t, testConfig(t.TempDir()))
+	h := start(t, testConfig(t))
 	ctx := ctxT(t, 2*time.Minute)
 	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Duration: 2, Video: true, Audio: true})
 	f, err := os.Open(clip)

@@ -36,22 +36,29 @@ import (
 // BucketName is the name of the embedded bucket, as events carry it.
 const BucketName = "sluice"
 
+// Registry returns every step type Sluice has, running on the given
+// engines. `sluice pipelines validate` passes engines with none set: step
+// types are built without touching them.
+func Registry(e *media.Engines) (*pipeline.Registry, error) {
+	return pipeline.NewRegistry(media.Types(e)...)
+}
+
 // Server is a running Sluice process.
 type Server struct {
-	cfg     config.Config
-	log     *slog.Logger
-	lock    *os.File
-	store   *sqlite.Store
-	bucket  *fileblob.Bucket
-	queue   *queue.Queue
-	uploads *upload.Service
-	worker  *worker.Worker
-	wasm    *media.Wasm
+	cfg       config.Config
+	log       *slog.Logger
+	lock      *os.File
+	store     *sqlite.Store
+	bucket    *fileblob.Bucket
+	queue     *queue.Queue
+	uploads   *upload.Service
+	worker    *worker.Worker
+	wasm      *media.Wasm
 	engines   *media.Engines
 	pipelines *pipeline.Set
 	http      *http.Server
-	ln      net.Listener
-	Metrics *telemetry.Metrics
+	ln        net.Listener
+	Metrics   *telemetry.Metrics
 }
 
 // New opens everything cfg describes and starts listening; Run serves.
@@ -91,7 +98,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
 
-	reg, err := pipeline.NewRegistry(media.Types(engines)...)
+	reg, err := Registry(engines)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +121,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		Uploads:     s.uploads,
 		Delivery:    delivery.New(s.bucket, s.Metrics),
 		DeadLetters: s.queue,
+		Pipelines:   s.pipelines,
 		Signer:      signer,
 		Metrics:     s.Metrics,
 		Log:         log,
@@ -194,13 +202,24 @@ func (s *Server) Run(ctx context.Context) error {
 // after the first start); /readyz reports when it is done.
 func (s *Server) openEngines(cfg config.Config, log *slog.Logger) (*media.Engines, error) {
 	e := &media.Engines{Default: cfg.Engine}
-	native, err := media.NewNative(cfg.Native)
+	ncfg := cfg.Native
+	ncfg.Log = log
+	if ncfg.TempDir == "" {
+		// Children's private temp dirs live beside the jobs, inside the
+		// data dir.
+		ncfg.TempDir = filepath.Join(cfg.Worker.ScratchDir, "tmp")
+		if err := os.MkdirAll(ncfg.TempDir, 0o750); err != nil {
+			return nil, err
+		}
+	}
+	native, err := media.NewNative(ncfg)
 	switch {
 	case err == nil:
 		e.Native = native
 		if !native.Sandboxed() {
 			log.Warn("prlimit not found: native FFmpeg runs without a memory cap (install util-linux)")
 		}
+		log.Info("native FFmpeg", "sandbox", native.Sandbox(), "hwaccel", native.HWAccel())
 	case errors.Is(err, media.ErrNotInstalled):
 		log.Info("native FFmpeg not found; every step runs on the WebAssembly engine (install ffmpeg for native-speed encodes)")
 	default:

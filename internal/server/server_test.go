@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,10 +31,10 @@ type harness struct {
 
 // testConfig is the default configuration with short timers, so that
 // retries, redeliveries and reconciles happen within a test.
-func testConfig(dir string) config.Config {
+func testConfig(t testing.TB) config.Config {
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
-	cfg.DataDir = dir
+	cfg.DataDir = t.TempDir()
 	cfg.ReconcileInterval = 500 * time.Millisecond
 	cfg.Upload.StaleAfter = 5 * time.Second
 	cfg.Queue.AckWait = 5 * time.Second
@@ -41,7 +42,7 @@ func testConfig(dir string) config.Config {
 	cfg.Queue.Backoff = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}
 	cfg.Worker.Lease = 5 * time.Second
 	cfg.Worker.ShutdownGrace = 10 * time.Second
-	cfg.Steps.ThumbnailWidth = 320
+	cfg.Pipelines = []string{mediatest.LightPipeline(t, 320)}
 	// Compile FFmpeg to native code once per machine, not once per test.
 	cfg.Wasm.CacheDir = mediatest.WasmCacheDir()
 	return cfg
@@ -51,10 +52,10 @@ func testConfig(dir string) config.Config {
 // native FFmpeg installed, and "wasm-only" with FFmpeg hidden from PATH,
 // as on a machine that never installed it.
 func forSetups(t *testing.T, test func(t *testing.T, cfg config.Config)) {
-	t.Run("auto", func(t *testing.T) { test(t, testConfig(t.TempDir())) })
+	t.Run("auto", func(t *testing.T) { test(t, testConfig(t)) })
 	t.Run("wasm-only", func(t *testing.T) {
 		mediatest.HidePATH(t)
-		test(t, testConfig(t.TempDir()))
+		test(t, testConfig(t))
 	})
 }
 
@@ -154,7 +155,7 @@ func (h *harness) download(t *testing.T, o wire.Output) string {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %s", o.URL, resp.Status)
 	}
-	p := filepath.Join(t.TempDir(), o.Name)
+	p := filepath.Join(t.TempDir(), path.Base(o.Name))
 	if err := os.WriteFile(p, body, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +258,7 @@ func testEndToEnd(t *testing.T, cfg config.Config) {
 }
 
 func TestDelivery(t *testing.T) {
-	h := start(t, testConfig(t.TempDir()))
+	h := start(t, testConfig(t))
 	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Width: 640, Height: 360, Duration: 3, Video: true, Audio: true})
 	a := h.wait(t, h.uploadPut(t, clip))
 	o := output(t, a, "thumbnail.jpg")
@@ -298,7 +299,7 @@ func TestDelivery(t *testing.T) {
 }
 
 func TestHealthAndMetrics(t *testing.T) {
-	h := start(t, testConfig(t.TempDir()))
+	h := start(t, testConfig(t))
 	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Duration: 1, Video: true, Audio: true})
 	h.wait(t, h.uploadPut(t, clip))
 	for _, p := range []string{"/healthz", "/readyz"} {

@@ -62,13 +62,35 @@ func (s *Service) tusCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileIn
 	if info.IsPartial || info.IsFinal {
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_CONCAT_UNSUPPORTED", "concatenation is not supported", http.StatusBadRequest)
 	}
-	a, err := s.newAsset(hook.Context, info.MetaData["filename"], info.MetaData["filetype"], info.Size)
+	md := tusMetadata(info.MetaData)
+	if err := ValidateMetadata(md); err != nil {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INVALID_METADATA", err.Error(), http.StatusBadRequest)
+	}
+	a, err := s.newAsset(hook.Context, info.MetaData["filename"], info.MetaData["filetype"], info.Size, md)
 	if err != nil {
 		s.log.Error("upload: tus create", "err", err)
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INTERNAL", "could not create the asset", http.StatusInternalServerError)
 	}
 	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Sluice-Asset-Id": a.ID}},
 		tusd.FileInfoChanges{ID: a.ID}, nil
+}
+
+// tusMetadata is the asset metadata in a tus Upload-Metadata header:
+// every pair except those that describe the file itself, which clients
+// such as Uppy send alongside.
+func tusMetadata(md tusd.MetaData) map[string]string {
+	out := map[string]string{}
+	for k, v := range md {
+		switch k {
+		case "filename", "filetype", "name", "type", "relativePath":
+			continue
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // tusFinish moves a finished upload into the bucket and completes it.

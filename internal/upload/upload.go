@@ -18,7 +18,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -35,6 +38,8 @@ var (
 	ErrTooLarge        = errors.New("upload: too large")
 	ErrInvalid         = errors.New("upload: invalid request")
 	ErrAlreadyUploaded = errors.New("upload: content already uploaded")
+	// ErrNotReady means the asset is not in a state the request needs.
+	ErrNotReady = errors.New("upload: asset not ready")
 )
 
 // Config configures ingest.
@@ -129,7 +134,10 @@ func (s *Service) Create(ctx context.Context, req wire.UploadRequest, baseURL st
 	if len(req.ContentType) > 255 {
 		return wire.Upload{}, fmt.Errorf("%w: content type too long", ErrInvalid)
 	}
-	a, err := s.newAsset(ctx, req.Name, req.ContentType, req.Size)
+	if err := ValidateMetadata(req.Metadata); err != nil {
+		return wire.Upload{}, err
+	}
+	a, err := s.newAsset(ctx, req.Name, req.ContentType, req.Size, req.Metadata)
 	if err != nil {
 		return wire.Upload{}, err
 	}
@@ -153,7 +161,31 @@ func (s *Service) Create(ctx context.Context, req wire.UploadRequest, baseURL st
 	}, nil
 }
 
-func (s *Service) newAsset(ctx context.Context, name, contentType string, size int64) (store.Asset, error) {
+// Metadata limits: pipelines match on metadata, and it is stored with
+// every asset, so it stays small.
+const (
+	maxMetadataPairs = 32
+	maxMetadataKey   = 64
+	maxMetadataValue = 1024
+)
+
+// ValidateMetadata checks client-given asset metadata.
+func ValidateMetadata(md map[string]string) error {
+	if len(md) > maxMetadataPairs {
+		return fmt.Errorf("%w: at most %d metadata entries", ErrInvalid, maxMetadataPairs)
+	}
+	for k, v := range md {
+		if k == "" || len(k) > maxMetadataKey || !utf8.ValidString(k) || strings.ContainsFunc(k, unicode.IsControl) {
+			return fmt.Errorf("%w: metadata keys must be 1 to %d printable characters", ErrInvalid, maxMetadataKey)
+		}
+		if len(v) > maxMetadataValue || !utf8.ValidString(v) {
+			return fmt.Errorf("%w: metadata %q: values must be valid UTF-8 of at most %d bytes", ErrInvalid, k, maxMetadataValue)
+		}
+	}
+	return nil
+}
+
+func (s *Service) newAsset(ctx context.Context, name, contentType string, size int64, metadata map[string]string) (store.Asset, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return store.Asset{}, err
@@ -165,6 +197,7 @@ func (s *Service) newAsset(ctx context.Context, name, contentType string, size i
 		ContentType: contentType,
 		Bucket:      s.bucket.Name(),
 		Key:         SourceKey(id.String()),
+		Metadata:    metadata,
 		Size:        size,
 		Status:      store.StatusPending,
 		CreatedAt:   now,
@@ -256,6 +289,38 @@ func (s *Service) complete(ctx context.Context, a store.Asset, attrs blob.Attrs,
 		return nil
 	}
 	s.metrics.EventsPublished.WithLabelValues("upload").Inc()
+	return nil
+}
+
+// Reprocess queues a new run of the asset's pipeline over its stored
+// object: of the given step ids, or of all steps when none are given.
+// base is the job whose results the run keeps for the steps it skips.
+// The asset shows as pending until a worker takes the run.
+func (s *Service) Reprocess(ctx context.Context, a store.Asset, steps []string, base string) error {
+	if a.UploadedAt.IsZero() {
+		return fmt.Errorf("%w: asset %s has no uploaded object yet", ErrNotReady, a.ID)
+	}
+	if a.Status == store.StatusPending || a.Status == store.StatusProcessing {
+		return fmt.Errorf("%w: asset %s is %s; reprocess it once it is done", ErrNotReady, a.ID, a.Status)
+	}
+	run, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	ev := event.ObjectCreated{
+		Action: event.ActionReprocess, Bucket: a.Bucket, Key: a.Key, Size: a.Size, ETag: a.ETag,
+		EventTime: s.now().UTC(), AssetID: a.ID, Run: run.String(), Steps: steps, Base: base,
+	}
+	if err := s.store.SetAssetStatus(ctx, a.ID, store.StatusPending, ""); err != nil {
+		return err
+	}
+	if err := s.pub.Publish(ctx, ev); err != nil {
+		if rerr := s.store.SetAssetStatus(context.WithoutCancel(ctx), a.ID, a.Status, a.Error); rerr != nil {
+			s.log.Error("upload: restore status after a failed reprocess", "asset", a.ID, "err", rerr)
+		}
+		return err
+	}
+	s.metrics.EventsPublished.WithLabelValues("reprocess").Inc()
 	return nil
 }
 

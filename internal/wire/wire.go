@@ -18,19 +18,23 @@ const (
 
 // Asset is the document at GET /v1/assets/{id}.
 type Asset struct {
-	ID          string          `json:"id"`
-	Name        string          `json:"name"`
-	Status      string          `json:"status"`
-	Error       string          `json:"error,omitempty"`
-	ContentType string          `json:"content_type,omitempty"`
-	Size        int64           `json:"size"`
-	ETag        string          `json:"etag,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
-	UpdatedAt   time.Time       `json:"updated_at"`
-	UploadedAt  *time.Time      `json:"uploaded_at,omitempty"`
-	Media       json.RawMessage `json:"media"`
-	Outputs     []Output        `json:"outputs"`
-	Steps       []Step          `json:"steps"`
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	Status      string     `json:"status"`
+	Error       string     `json:"error,omitempty"`
+	ContentType string     `json:"content_type,omitempty"`
+	Size        int64      `json:"size"`
+	ETag        string     `json:"etag,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	UploadedAt  *time.Time `json:"uploaded_at,omitempty"`
+	// Metadata are the key-value pairs given at upload.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Pipeline is the pipeline processing the asset.
+	Pipeline string          `json:"pipeline,omitempty"`
+	Media    json.RawMessage `json:"media"`
+	Outputs  []Output        `json:"outputs"`
+	Steps    []Step          `json:"steps"`
 }
 
 // Done reports whether the asset reached a final status.
@@ -49,10 +53,12 @@ type Output struct {
 
 // Step is the state of one pipeline step.
 type Step struct {
-	Name       string     `json:"name"`
-	Status     string     `json:"status"`
-	Attempts   int        `json:"attempts"`
-	Error      string     `json:"error,omitempty"`
+	Name     string `json:"name"`
+	Status   string `json:"status"`
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error,omitempty"`
+	// Reason says why a skipped step did not run.
+	Reason     string     `json:"reason,omitempty"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	DurationMS float64    `json:"duration_ms"`
@@ -71,6 +77,50 @@ type UploadRequest struct {
 	Size        int64  `json:"size"`
 	// SHA256 is the hex digest the content must have (optional).
 	SHA256 string `json:"sha256,omitempty"`
+	// Metadata are key-value pairs kept with the asset; pipelines can
+	// match on them. At most 32 pairs.
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// ReprocessRequest is the body of POST /v1/assets/{id}/reprocess.
+type ReprocessRequest struct {
+	// Steps are the ids of the steps to run again; empty: all.
+	Steps []string `json:"steps,omitempty"`
+}
+
+// Pipeline describes a configured pipeline, at GET /v1/pipelines.
+type Pipeline struct {
+	Name   string         `json:"name"`
+	Doc    string         `json:"doc,omitempty"`
+	Source string         `json:"source"`
+	Match  PipelineMatch  `json:"match"`
+	Steps  []PipelineStep `json:"steps"`
+}
+
+// PipelineMatch is what a pipeline applies to.
+type PipelineMatch struct {
+	ContentTypes []string          `json:"content_types,omitempty"`
+	Keys         []string          `json:"keys,omitempty"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+}
+
+// PipelineStep is one step of a pipeline.
+type PipelineStep struct {
+	ID        string         `json:"id"`
+	Uses      string         `json:"uses"`
+	With      map[string]any `json:"with,omitempty"`
+	Needs     []string       `json:"needs,omitempty"`
+	When      string         `json:"when,omitempty"`
+	TimeoutMS int64          `json:"timeout_ms,omitempty"`
+	Retries   int            `json:"retries,omitempty"`
+	OnError   string         `json:"on_error"`
+	Pool      string         `json:"pool"`
+	Engine    string         `json:"engine,omitempty"`
+}
+
+// PipelineList is the document at GET /v1/pipelines.
+type PipelineList struct {
+	Pipelines []Pipeline `json:"pipelines"`
 }
 
 // Upload is the answer to POST /v1/uploads: where and how to send the bytes.

@@ -63,6 +63,15 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		w.retry(ctx, d, log, "", fmt.Errorf("claim job: %w", err))
 		return
 	case job.Status.Terminal():
+		// A finished job's asset shows its result, unless a later run
+		// was asked for whose event never came (a reprocess lost between
+		// request and queue): then the reconciler's event lands here, and
+		// the asset gets this job's result back.
+		if !asset.Status.Terminal() {
+			if latest, err := w.store.LatestJob(ctx, asset.ID); err == nil && latest.Key == key {
+				_ = w.store.SetAssetStatus(ctx, asset.ID, job.Status, job.Error)
+			}
+		}
 		w.ack(ctx, d, log, "duplicate")
 		return
 	}

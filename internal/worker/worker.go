@@ -83,15 +83,15 @@ type Queue interface {
 
 // Worker processes events.
 type Worker struct {
-	cfg      Config
-	store    store.Store
-	bucket   blob.Bucket
-	queue    Queue
+	cfg       Config
+	store     store.Store
+	bucket    blob.Bucket
+	queue     Queue
 	runner    *pipeline.Runner
 	pipelines *pipeline.Set
 	metrics   *telemetry.Metrics
-	log      *slog.Logger
-	owner    string
+	log       *slog.Logger
+	owner     string
 }
 
 // New returns a worker that runs, for every event, the first of the
@@ -106,10 +106,10 @@ func New(cfg Config, st store.Store, b blob.Bucket, q Queue, pipelines *pipeline
 	}
 	host, _ := os.Hostname()
 	return &Worker{
-		cfg:      cfg,
-		store:    st,
-		bucket:   b,
-		queue:    q,
+		cfg:       cfg,
+		store:     st,
+		bucket:    b,
+		queue:     q,
 		runner:    &pipeline.Runner{Timeout: cfg.StepTimeout, Parallel: cfg.Parallel},
 		pipelines: pipelines,
 		metrics:   m,
