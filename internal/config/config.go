@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/upload"
@@ -49,6 +50,8 @@ type Config struct {
 	Wasm   media.WasmConfig
 	// Pipelines are pipeline files loaded after the built-in pipelines.
 	Pipelines []string
+	// Variants bounds on-demand thumbnails.
+	Variants delivery.VariantConfig
 }
 
 // Default returns the configuration of `sluice serve` with no settings.
@@ -112,6 +115,12 @@ func (c *Config) Resolve() error {
 	if err := c.Native.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	if c.Variants.ScratchDir == "" {
+		c.Variants.ScratchDir = filepath.Join(c.Worker.ScratchDir, "variants")
+	}
+	if err := c.Variants.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if c.Upload.MaxSize <= 0 {
 		return errors.New("config: max upload size must be positive")
 	}
@@ -145,6 +154,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 		c.Pipelines = append(c.Pipelines, splitList(v)...)
 		return nil
 	})
+	fs.IntVar(&c.Variants.Concurrency, "render-concurrency", c.Variants.Concurrency, "on-demand thumbnails rendered at once (env SLUICE_RENDER_CONCURRENCY; default 2)")
 	fs.DurationVar(&c.Worker.StepTimeout, "step-timeout", c.Worker.StepTimeout, "default time limit of a pipeline step (env SLUICE_STEP_TIMEOUT)")
 	fs.Func("ack-wait", "how long a job may go without a sign of life before its event is redelivered; also the job lease (env SLUICE_ACK_WAIT; default 30s)", func(v string) error {
 		d, err := time.ParseDuration(v)
@@ -204,7 +214,9 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	var conc, heavy int64 = int64(c.Worker.Concurrency), int64(c.Worker.HeavyConcurrency)
 	num("SLUICE_CONCURRENCY", &conc)
 	num("SLUICE_HEAVY_CONCURRENCY", &heavy)
-	c.Worker.Concurrency, c.Worker.HeavyConcurrency = int(conc), int(heavy)
+	var render int64 = int64(c.Variants.Concurrency)
+	num("SLUICE_RENDER_CONCURRENCY", &render)
+	c.Worker.Concurrency, c.Worker.HeavyConcurrency, c.Variants.Concurrency = int(conc), int(heavy), int(render)
 	if v := getenv("SLUICE_PIPELINES"); v != "" {
 		c.Pipelines = splitList(v)
 	}

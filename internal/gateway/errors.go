@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
+	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
@@ -36,6 +37,9 @@ var (
 func statusOf(err error) (int, string) {
 	var he *httpError
 	var mbe *http.MaxBytesError
+	if status, code, ok := delivery.ErrorStatus(err); ok {
+		return status, code
+	}
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.code

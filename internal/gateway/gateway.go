@@ -52,9 +52,11 @@ type Deps struct {
 	// Pipelines are the configured pipelines, for reprocessing and
 	// GET /v1/pipelines.
 	Pipelines *pipeline.Set
-	Signer    *auth.Signer
-	Metrics   *telemetry.Metrics
-	Log       *slog.Logger
+	// Variants renders and serves on-demand thumbnails.
+	Variants *delivery.Variants
+	Signer   *auth.Signer
+	Metrics  *telemetry.Metrics
+	Log      *slog.Logger
 	// Ready lists checks /readyz runs.
 	Ready map[string]Checker
 }
@@ -79,6 +81,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.tus = tus
+	if deps.Variants != nil {
+		deps.Variants.WriteError = func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(w, r, deps.Log, err)
+		}
+	}
 	g.routes()
 	return g, nil
 }
@@ -96,6 +103,11 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/assets/{id}", g.getAsset)
 	m.HandleFunc("POST /v1/assets/{id}/reprocess", g.reprocess)
 	m.HandleFunc("GET /v1/pipelines", g.listPipelines)
+	if g.deps.Variants != nil {
+		for _, f := range delivery.VariantFiles {
+			m.Handle("GET /v1/assets/{id}/"+f, g.deps.Variants)
+		}
+	}
 	m.HandleFunc("GET /v1/dead-letters", g.listDeadLetters)
 	m.HandleFunc("POST /v1/dead-letters/{seq}/replay", g.replayDeadLetter)
 	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)

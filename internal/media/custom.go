@@ -278,6 +278,9 @@ var (
 // checkTemplate checks a template against the allowlists; outputs are the
 // declared names, each of which it must write once.
 func checkTemplate(args, outputs []string) error {
+	if !slices.Contains(args, "{input}") {
+		return fmt.Errorf("the template has no {input}")
+	}
 	seenInput := false
 	written := map[string]bool{}
 	lastOption := ""
@@ -353,9 +356,6 @@ func checkTemplate(args, outputs []string) error {
 		if err := checkOptionValue(a, kind, v); err != nil {
 			return err
 		}
-	}
-	if !seenInput {
-		return fmt.Errorf("the template has no {input}")
 	}
 	for _, o := range outputs {
 		if !written[o] {

@@ -223,7 +223,7 @@ func TestCustomRejected(t *testing.T) {
 		{"output not written", []string{"{input}", out}, []string{"a.mp4", "b.mp4"}, "args", `output "b.mp4" is declared but never written`},
 		{"output twice", []string{"{input}", out, out}, nil, "args", "{out:a.mp4} is written twice"},
 		{"output before input", []string{out, "{input}"}, nil, "args", "{out:a.mp4} comes before {input}"},
-		{"embedded placeholder", []string{"file:{input}", out}, nil, "args", "placeholders ({input}, {out:NAME}) stand alone"},
+		{"embedded placeholder", []string{"{input}", "x{out:a.mp4}", out}, nil, "args", "placeholders ({input}, {out:NAME}) stand alone"},
 		{"placeholder in a value", []string{"{input}", "-metadata", "x={out:a.mp4}", out}, nil, "args", "placeholders stand alone, as whole arguments, not in option values"},
 		{"engine marker", []string{"{input}", "\x00out:../../x", out}, nil, "args", "argument 2 contains a control character"},
 		{"trailing option", []string{"{input}", out, "-an"}, nil, "args", "-an follows the last output"},

@@ -197,9 +197,11 @@ func (s *Image) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, er
 }
 
 // imageCodec is the encoder and quality of a format. libwebp's -quality
-// is the 0..100 scale itself. FFmpeg's JPEG quantizer q multiplies the
-// standard (libjpeg quality 50) tables by q/8, and libjpeg quality Q
-// scales them by (200-2Q)% above 50 and 5000/Q% below: q = (200-2Q)/12.5.
+// is the 1..100 scale itself. FFmpeg's JPEG encoder quantizes with
+// MPEG's intra matrix times q/8, which is libjpeg's quality-50 tables
+// scaled by about 68% (in geometric mean) times q/8; libjpeg's quality Q
+// scales those tables by S = 200-2Q percent above 50 and 5000/Q below,
+// so quality Q is about q = S/8.5 (80: 5; 90: 2).
 func imageCodec(format string, quality int) []string {
 	switch format {
 	case "webp":
@@ -209,7 +211,7 @@ func imageCodec(format string, quality int) []string {
 		if quality < 50 {
 			scale = 5000 / float64(quality)
 		}
-		q := min(max(int(math.Round(scale/12.5)), 2), 31)
+		q := min(max(int(math.Round(scale/8.5)), 2), 31)
 		return []string{"-c:v", "mjpeg", "-q:v", strconv.Itoa(q), "-pix_fmt", "yuvj420p"}
 	}
 	return []string{"-c:v", "png"}

@@ -442,6 +442,39 @@ func TestImageApplies(t *testing.T) {
 					t.Errorf("Applies(%s) = %v, want %v", filepath.Base(in), got, want)
 				}
 			}
+			// An animated GIF gives its first frame.
+			job, _ := runImage(t, e, gif, map[string]any{"widths": []any{32}, "formats": []any{"png"}})
+			if w, h := mediatest.Dimensions(t, filepath.Join(job.Dir, "image/32.png")); w != 32 || h != 24 {
+				t.Errorf("GIF variant is %dx%d, want 32x24", w, h)
+			}
 		})
 	}
+}
+
+// TestImageQuality: a lower quality makes smaller JPEG and WebP files.
+func TestImageQuality(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "detail.png")
+	mediatest.Run(t, "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=320x240",
+		"-frames:v", "1", "-update", "1", src)
+	forEngines(t, func(t *testing.T, e *media.Engines) string {
+		size := map[string][2]int64{}
+		for i, q := range []int{20, 95} {
+			job, res := runImage(t, e, src, map[string]any{"widths": []any{320}, "quality": q})
+			for _, o := range res.Outputs {
+				fi, err := os.Stat(filepath.Join(job.Dir, o.Name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := size[o.Name]
+				s[i] = fi.Size()
+				size[o.Name] = s
+			}
+		}
+		for name, s := range size {
+			if s[0] >= s[1] {
+				t.Errorf("%s: %d bytes at quality 20, %d at 95, want fewer at 20", name, s[0], s[1])
+			}
+		}
+		return fmt.Sprint(len(size), " formats")
+	})
 }

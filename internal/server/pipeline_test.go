@@ -236,3 +236,108 @@ pipelines:
 		t.Errorf("GET /v1/pipelines = %s", got)
 	}
 }
+
+// TestHeavyBacklogDoesNotDelayThumbnails: with one worker in each pool,
+// an upload whose HLS encode is running does not hold up the thumbnail
+// of the next upload, which the fast pool takes at once.
+func TestHeavyBacklogDoesNotDelayThumbnails(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Worker.Concurrency, cfg.Worker.HeavyConcurrency = 1, 1
+	cfg.Engine = "native"
+	cfg.Pipelines = []string{writePipelines(t, `
+pipelines:
+  - name: t
+    steps:
+      - uses: probe
+      - uses: thumbnail
+      - uses: hls
+        with: {heights: [720, 480, 360]}
+`)}
+	h := start(t, cfg)
+	dir := t.TempDir()
+	long := mediatest.Generate(t, dir, "long", mediatest.Clip{Width: 1280, Height: 720, Duration: 10, Video: true, Audio: true})
+	short := mediatest.Generate(t, dir, "short", mediatest.Clip{Width: 640, Height: 360, Duration: 2, Video: true})
+	longID := h.uploadPut(t, long)
+	ctx := ctxT(t, 2*time.Minute)
+	// Wait until the long clip's encode is under way in the heavy pool.
+	for {
+		a, err := h.client.Asset(ctx, longID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := stepStates(a)["hls"]; ok && s.Status == wire.StatusProcessing {
+			break
+		}
+		if a.Done() {
+			t.Fatalf("long clip finished before its encode was seen running: %+v", a.Steps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	shortID := h.uploadPut(t, short)
+	for {
+		a, err := h.client.Asset(ctx, shortID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stepStates(a)["thumbnail"].Status == wire.StatusSucceeded {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a, err := h.client.Asset(ctx, longID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := stepStates(a)["hls"]; s.Status != wire.StatusProcessing {
+		t.Errorf("the long clip's encode ended (%s) before the short clip's thumbnail: nothing shown", s.Status)
+	}
+	// Both finish in the end; the short clip's encode waited its turn.
+	if a := h.wait(t, longID); a.Status != wire.StatusSucceeded {
+		t.Errorf("long: %s %q", a.Status, a.Error)
+	}
+	if a := h.wait(t, shortID); a.Status != wire.StatusSucceeded {
+		t.Errorf("short: %s %q", a.Status, a.Error)
+	}
+}
+
+// TestOnDemandThumbnail: a thumbnail rendered at delivery from URL
+// parameters, stored and then served with long-lived caching; bad
+// parameters are refused before any work.
+func TestOnDemandThumbnail(t *testing.T) {
+	h := start(t, testConfig(t))
+	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Width: 640, Height: 360, Duration: 4, Video: true})
+	id := h.uploadPut(t, clip)
+	if a := h.wait(t, id); a.Status != wire.StatusSucceeded {
+		t.Fatalf("asset: %s %q", a.Status, a.Error)
+	}
+	url := h.URL() + "/v1/assets/" + id + "/thumbnail.jpg?time=50%25&width=160"
+	resp, body := h.get(t, url, nil)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/jpeg" ||
+		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+		t.Fatalf("GET %s: %s %s %q", url, resp.Status, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"))
+	}
+	p := filepath.Join(t.TempDir(), "t.jpg")
+	if err := os.WriteFile(p, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w, hh := mediatest.Dimensions(t, p); w != 160 || hh != 90 {
+		t.Errorf("thumbnail = %dx%d, want 160x90", w, hh)
+	}
+	again, _ := h.get(t, url, map[string]string{"If-None-Match": resp.Header.Get("ETag")})
+	if again.StatusCode != http.StatusNotModified {
+		t.Errorf("conditional GET: %s, want 304", again.Status)
+	}
+	gif, _ := h.get(t, h.URL()+"/v1/assets/"+id+"/thumbnail.gif?duration=1&fps=5&width=120", nil)
+	if gif.StatusCode != http.StatusOK || gif.Header.Get("Content-Type") != "image/gif" {
+		t.Errorf("GIF: %s %s", gif.Status, gif.Header.Get("Content-Type"))
+	}
+	for _, q := range []string{"width=5000", "time=abc", "fit=stretch", "width=100&width=200", "colour=red"} {
+		r, b := h.get(t, h.URL()+"/v1/assets/"+id+"/thumbnail.jpg?"+q, nil)
+		if r.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"invalid_parameter"`) {
+			t.Errorf("?%s: %s %s, want 400 invalid_parameter", q, r.Status, b)
+		}
+	}
+	if r, _ := h.get(t, h.URL()+"/v1/assets/nope/thumbnail.jpg", nil); r.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown asset: %s", r.Status)
+	}
+}

@@ -56,6 +56,7 @@ type Server struct {
 	wasm      *media.Wasm
 	engines   *media.Engines
 	pipelines *pipeline.Set
+	variants  *delivery.Variants
 	http      *http.Server
 	ln        net.Listener
 	Metrics   *telemetry.Metrics
@@ -116,10 +117,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		}
 	})
 
+	deliv := delivery.New(s.bucket, s.Metrics)
+	if err := os.MkdirAll(cfg.Variants.ScratchDir, 0o750); err != nil {
+		return nil, err
+	}
+	if s.variants, err = delivery.NewVariants(cfg.Variants, deliv, s.store, engines); err != nil {
+		return nil, err
+	}
+	s.variants.Log = log
 	gw, err := gateway.New(gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins}, gateway.Deps{
 		Store:       s.store,
 		Uploads:     s.uploads,
-		Delivery:    delivery.New(s.bucket, s.Metrics),
+		Delivery:    deliv,
+		Variants:    s.variants,
 		DeadLetters: s.queue,
 		Pipelines:   s.pipelines,
 		Signer:      signer,
@@ -247,6 +257,9 @@ func (s *Server) openEngines(cfg config.Config, log *slog.Logger) (*media.Engine
 func (s *Server) close() {
 	if s.ln != nil {
 		_ = s.ln.Close()
+	}
+	if s.variants != nil {
+		_ = s.variants.Close()
 	}
 	if s.queue != nil {
 		s.queue.Close()
