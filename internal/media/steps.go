@@ -22,6 +22,7 @@ func Types(e *Engines) []pipeline.StepType {
 		WaveformType(e),
 		AnalyzeType(e),
 		HLSType(e),
+		MP4Type(e),
 		StoryboardType(e),
 		PreviewType(e),
 		ImageType(e),

@@ -2,11 +2,9 @@ package media
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,10 +43,6 @@ var _ Engine = (*Wasm)(nil)
 // instances numbers module instances.
 var instances atomic.Uint64
 
-// compileOnce guards go-ffmpreg's embedded module bytes, which are freed
-// after the first compile.
-var compileOnce sync.Mutex
-
 // NewWasm starts compiling FFmpeg in the background and returns at once;
 // Ready reports when it is done. Runs wait for it.
 func NewWasm(cfg WasmConfig) *Wasm {
@@ -80,13 +74,7 @@ func (w *Wasm) compile() {
 		w.err = fmt.Errorf("media: wasm runtime: %w", err)
 		return
 	}
-	compileOnce.Lock()
-	defer compileOnce.Unlock()
-	if embed.B == nil {
-		w.err = errors.New("media: the embedded FFmpeg module was already released")
-		return
-	}
-	w.mod, w.err = rt.CompileModule(ctx, embed.B)
+	w.mod, w.err = rt.CompileModule(ctx, embed.B())
 	if w.err != nil {
 		w.err = fmt.Errorf("media: compile FFmpeg: %w", w.err)
 		return
