@@ -33,13 +33,24 @@ func pipelinesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("sluice pipelines "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	srv := fs.String("server", "", "list a running server's pipelines")
+	cfg := config.Default()
+	if err := cfg.FromEnv(nil); err != nil {
+		return err
+	}
 	files := fs.String("pipelines", "", "pipeline files to load after the built-in ones, comma-separated (env SLUICE_PIPELINES)")
+	fs.StringVar(&cfg.AssetsDir, "assets-dir", cfg.AssetsDir, "directory of files pipelines may name (env SLUICE_ASSETS_DIR)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	reg, err := server.Registry(&media.Engines{})
+	// Steps are checked against the engines this machine has: a text
+	// watermark, say, needs native FFmpeg.
+	engines := &media.Engines{}
+	if n, err := media.NewNative(cfg.Native); err == nil {
+		engines.Native = n
+	}
+	reg, err := server.Registry(engines, cfg.AssetsDir)
 	if err != nil {
 		return err
 	}
@@ -71,10 +82,6 @@ func pipelinesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				return err
 			}
 		} else {
-			cfg := config.Default()
-			if err := cfg.FromEnv(nil); err != nil {
-				return err
-			}
 			if *files != "" {
 				cfg.Pipelines = strings.Split(*files, ",")
 			}

@@ -50,6 +50,9 @@ type Config struct {
 	Wasm   media.WasmConfig
 	// Pipelines are pipeline files loaded after the built-in pipelines.
 	Pipelines []string
+	// AssetsDir holds files pipelines may name, such as watermark images
+	// and fonts; steps read nothing outside it. Empty: none.
+	AssetsDir string
 	// Variants bounds on-demand thumbnails.
 	Variants delivery.VariantConfig
 }
@@ -154,6 +157,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 		c.Pipelines = append(c.Pipelines, splitList(v)...)
 		return nil
 	})
+	fs.StringVar(&c.AssetsDir, "assets-dir", c.AssetsDir, "directory of files pipelines may name: watermark images, fonts (env SLUICE_ASSETS_DIR)")
 	fs.IntVar(&c.Variants.Concurrency, "render-concurrency", c.Variants.Concurrency, "on-demand thumbnails rendered at once (env SLUICE_RENDER_CONCURRENCY; default 2)")
 	fs.DurationVar(&c.Worker.StepTimeout, "step-timeout", c.Worker.StepTimeout, "default time limit of a pipeline step (env SLUICE_STEP_TIMEOUT)")
 	fs.Func("ack-wait", "how long a job may go without a sign of life before its event is redelivered; also the job lease (env SLUICE_ACK_WAIT; default 30s)", func(v string) error {
@@ -208,6 +212,7 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_FFMPEG", &c.Native.FFmpeg)
 	str("SLUICE_FFPROBE", &c.Native.FFprobe)
 	str("SLUICE_HWACCEL", &c.Native.HWAccel)
+	str("SLUICE_ASSETS_DIR", &c.AssetsDir)
 	str("SLUICE_FFMPEG_CGROUP", &c.Native.Cgroup)
 	num("SLUICE_FFMPEG_MEMORY_LIMIT", &c.Native.MemoryLimit)
 	num("SLUICE_MAX_UPLOAD_SIZE", &c.Upload.MaxSize)

@@ -27,7 +27,7 @@ func CustomType(e *Engines) pipeline.StepType {
 			{Name: "outputs", Kind: pipeline.Strings, Required: true, MaxItems: 8,
 				Doc: "the names of the files args writes, relative paths such as clip.gif; each must be written, and nothing else may be"},
 			{Name: "heavy", Kind: pipeline.Bool, Default: false,
-				Doc: "an encode that takes minutes: run it on native FFmpeg when auto picks the engine"},
+				Doc: "an encode that takes minutes: run it on native FFmpeg when the engine is auto and in the heavy pool"},
 		},
 		New: func(p pipeline.Params) (pipeline.Step, error) {
 			c := &Custom{Engines: e, Args: p.Strings("args"), Outputs: p.Strings("outputs"), Heavy: p.Bool("heavy")}
@@ -68,6 +68,11 @@ type Custom struct {
 var _ pipeline.Step = (*Custom)(nil)
 
 func (*Custom) Name() string { return "ffmpeg" }
+
+// IsHeavy puts a custom step declared heavy in the heavy pool.
+func (c *Custom) IsHeavy() bool { return c.Heavy }
+
+var _ pipeline.HeavyStep = (*Custom)(nil)
 
 // Applies to anything the probe accepted; a pipeline's `when` narrows it.
 func (*Custom) Applies(job *pipeline.Job) bool { return job.Media != nil }

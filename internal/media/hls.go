@@ -178,83 +178,84 @@ func (h *HLS) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, erro
 	rungs := h.ladder(short, v.FrameRate)
 	audio := m.Audio()
 
-	// One graph takes each input stream, decoded once, to every rung:
-	// [0:v]split=N[s0][s1]..;[s0]scale=..[v0];[s1]scale=..[v1];..;[0:a]asplit=N[a0][a1]..
-	var graph strings.Builder
-	fmt.Fprintf(&graph, "[0:%d]split=%d", v.Index, len(rungs))
-	for i := range rungs {
-		fmt.Fprintf(&graph, "[s%d]", i)
-	}
-	for i, r := range rungs {
-		fmt.Fprintf(&graph, ";[s%d]%s[v%d]", i, scaleTo(r.size, m.Height > m.Width), i)
-	}
-	if audio != nil {
-		fmt.Fprintf(&graph, ";[0:%d]asplit=%d", audio.Index, len(rungs))
-		for i := range rungs {
-			fmt.Fprintf(&graph, "[a%d]", i)
-		}
-	}
-	args := inputArgs(m)
-	args = append(args, "-filter_complex", graph.String())
-	for i := range rungs {
-		args = append(args, "-map", fmt.Sprintf("[v%d]", i))
-	}
-	if audio != nil {
-		for i := range rungs {
-			args = append(args, "-map", fmt.Sprintf("[a%d]", i))
-		}
-	}
-	args = append(args, "-map_metadata", "-1", "-map_chapters", "-1")
-	args = append(args, x264Args(h.Preset, h.CRF, v.FrameRate, segDur)...)
-	// A one-second buffer keeps each segment's bitrate near its cap, which
-	// FFmpeg declares (plus 10%) as the variant's peak BANDWIDTH.
-	for i, r := range rungs {
-		args = append(args,
-			fmt.Sprintf("-maxrate:v:%d", i), fmt.Sprintf("%dk", r.maxKbps),
-			fmt.Sprintf("-bufsize:v:%d", i), fmt.Sprintf("%dk", r.maxKbps))
-	}
-	if audio != nil {
-		args = append(args, aacArgs(h.AudioBitrate, audio)...)
-	}
-	variants := make([]string, len(rungs))
-	for i, r := range rungs {
-		variants[i] = fmt.Sprintf("v:%d", i)
-		if audio != nil {
-			variants[i] += fmt.Sprintf(",a:%d", i)
-		}
-		variants[i] += ",name:" + r.name
-	}
-	ext := ".m4s"
-	if segType == SegmentMPEGTS {
-		ext = ".ts"
-	}
-	args = append(args,
-		"-f", "hls",
-		"-hls_time", strconv.FormatFloat(segDur.Seconds(), 'f', -1, 64),
-		"-hls_playlist_type", "vod",
-		"-hls_flags", "independent_segments",
-		"-hls_segment_type", segType,
-	)
-	if segType == SegmentFMP4 {
-		args = append(args, "-hls_fmp4_init_filename", HLSInit)
-	}
-	args = append(args,
-		"-hls_segment_filename", Out(HLSDir+"/%v/seg_%04d"+ext),
-		"-master_pl_name", path.Base(HLSMaster),
-		"-var_stream_map", strings.Join(variants, " "),
-		Out(HLSDir+"/%v/"+HLSIndex),
-	)
-
 	for _, r := range rungs {
 		if err := os.MkdirAll(filepath.Join(job.Dir, HLSDir, r.name), 0o755); err != nil {
 			return pipeline.Result{}, err
 		}
 	}
-	e, err := h.Engines.Pick(job.Engine, true)
-	if err != nil {
-		return pipeline.Result{}, err
+	// The encoder (libx264, or a hardware one when configured, with
+	// libx264 as the fallback) decides the end of each rung's filter
+	// chain and the codec options, so the command is built per encoder.
+	build := func(enc H264) Command {
+		// One graph takes each input stream, decoded once, to every rung:
+		// [0:v]split=N[s0][s1]..;[s0]scale=..,format[v0];..;[0:a]asplit=N[a0]..
+		var graph strings.Builder
+		fmt.Fprintf(&graph, "[0:%d]split=%d", v.Index, len(rungs))
+		for i := range rungs {
+			fmt.Fprintf(&graph, "[s%d]", i)
+		}
+		for i, r := range rungs {
+			fmt.Fprintf(&graph, ";[s%d]%s[v%d]", i, enc.VF(scaleTo(r.size, m.Height > m.Width)), i)
+		}
+		if audio != nil {
+			fmt.Fprintf(&graph, ";[0:%d]asplit=%d", audio.Index, len(rungs))
+			for i := range rungs {
+				fmt.Fprintf(&graph, "[a%d]", i)
+			}
+		}
+		args := slices.Concat(enc.Input, inputArgs(m), []string{"-filter_complex", graph.String()})
+		for i := range rungs {
+			args = append(args, "-map", fmt.Sprintf("[v%d]", i))
+		}
+		if audio != nil {
+			for i := range rungs {
+				args = append(args, "-map", fmt.Sprintf("[a%d]", i))
+			}
+		}
+		args = append(args, "-map_metadata", "-1", "-map_chapters", "-1")
+		args = append(args, enc.Codec...)
+		args = append(args, keyframeArgs(v.FrameRate, segDur)...)
+		// A one-second buffer keeps each segment's bitrate near its cap,
+		// which FFmpeg declares (plus 10%) as the variant's peak BANDWIDTH.
+		for i, r := range rungs {
+			args = append(args,
+				fmt.Sprintf("-maxrate:v:%d", i), fmt.Sprintf("%dk", r.maxKbps),
+				fmt.Sprintf("-bufsize:v:%d", i), fmt.Sprintf("%dk", r.maxKbps))
+		}
+		if audio != nil {
+			args = append(args, aacArgs(h.AudioBitrate, audio)...)
+		}
+		variants := make([]string, len(rungs))
+		for i, r := range rungs {
+			variants[i] = fmt.Sprintf("v:%d", i)
+			if audio != nil {
+				variants[i] += fmt.Sprintf(",a:%d", i)
+			}
+			variants[i] += ",name:" + r.name
+		}
+		ext := ".m4s"
+		if segType == SegmentMPEGTS {
+			ext = ".ts"
+		}
+		args = append(args,
+			"-f", "hls",
+			"-hls_time", strconv.FormatFloat(segDur.Seconds(), 'f', -1, 64),
+			"-hls_playlist_type", "vod",
+			"-hls_flags", "independent_segments",
+			"-hls_segment_type", segType,
+		)
+		if segType == SegmentFMP4 {
+			args = append(args, "-hls_fmp4_init_filename", HLSInit)
+		}
+		args = append(args,
+			"-hls_segment_filename", Out(HLSDir+"/%v/seg_%04d"+ext),
+			"-master_pl_name", path.Base(HLSMaster),
+			"-var_stream_map", strings.Join(variants, " "),
+			Out(HLSDir+"/%v/"+HLSIndex),
+		)
+		return Command{Input: job.Input, Dir: job.Dir, Args: args}
 	}
-	if err := e.FFmpeg(ctx, Command{Input: job.Input, Dir: job.Dir, Args: args}); err != nil {
+	if err := h.Engines.EncodeH264(ctx, job.Engine, h264Options(h.Preset, h.CRF), build); err != nil {
 		return pipeline.Result{}, err
 	}
 
@@ -489,27 +490,27 @@ func maxRate(size int, fps float64) int {
 	return max(int(math.Round(kbps/10))*10, 100)
 }
 
-// x264Args are the H.264 encoder settings of every output video stream:
-// capped CRF (the caller sets -maxrate and -bufsize), no scene-cut
-// keyframes, and keyframes forced on each multiple of gop so that
-// segments start on one and line up across rungs. gop 0 leaves x264's
-// keyframe interval alone.
-func x264Args(preset string, crf int, fps float64, gop time.Duration) []string {
+// keyframeArgs force a keyframe on each multiple of gop, and none at
+// scene cuts, so that segments start on one and line up across rungs.
+// They apply to every H.264 encoder, hardware ones included.
+func keyframeArgs(fps float64, gop time.Duration) []string {
+	secs := strconv.FormatFloat(gop.Seconds(), 'f', -1, 64)
+	args := []string{"-sc_threshold", "0", "-force_key_frames", "expr:gte(t,n_forced*" + secs + ")"}
+	if fps > 0 && fps <= 240 {
+		args = append(args, "-g", strconv.Itoa(max(1, int(math.Round(fps*gop.Seconds())))))
+	}
+	return args
+}
+
+// h264Options are a step's encoder settings, libx264 defaults filled in.
+func h264Options(preset string, crf int) H264Options {
 	if preset == "" {
 		preset = "veryfast"
 	}
 	if crf <= 0 {
 		crf = 23
 	}
-	args := []string{"-c:v", "libx264", "-preset", preset, "-crf", strconv.Itoa(crf)}
-	if gop > 0 {
-		secs := strconv.FormatFloat(gop.Seconds(), 'f', -1, 64)
-		args = append(args, "-sc_threshold", "0", "-force_key_frames", "expr:gte(t,n_forced*"+secs+")")
-		if fps > 0 && fps <= 240 {
-			args = append(args, "-g", strconv.Itoa(max(1, int(math.Round(fps*gop.Seconds())))))
-		}
-	}
-	return args
+	return H264Options{Preset: preset, CRF: crf}
 }
 
 // aacArgs encode audio as AAC-LC at bitrate, downmixed to stereo from

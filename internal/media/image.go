@@ -114,9 +114,8 @@ func (s *Image) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, er
 	if err != nil {
 		return pipeline.Result{}, err
 	}
-	// The picture as stored, and as it is to be shown.
-	sw, sh := v.Width, v.Height
-	w, h := sw, sh
+	// The picture's size as it is to be shown.
+	w, h := v.Width, v.Height
 	if orient >= 5 {
 		w, h = h, w
 	}
@@ -138,8 +137,9 @@ func (s *Image) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, er
 	for i := range widths {
 		fmt.Fprintf(&graph, "[w%d]", i)
 	}
-	// -autorotate 0: later FFmpeg versions apply the orientation
-	// themselves, which would turn the picture twice.
+	// -autorotate 0: were FFmpeg to apply the rotation its decoder
+	// derives from the orientation (5.1 does not), the picture would be
+	// turned twice.
 	args := append([]string{"-autorotate", "0"}, inputArgs(m)...)
 	var outputs []pipeline.Output
 	var outArgs []string

@@ -67,7 +67,7 @@ func run(t *testing.T, e *media.Engines, input, step string) (*pipeline.Job, pip
 // file would.
 func newStep(t testing.TB, e *media.Engines, typ string, with map[string]any) pipeline.Step {
 	t.Helper()
-	reg, err := pipeline.NewRegistry(media.Types(e)...)
+	reg, err := pipeline.NewRegistry(media.Types(e, "")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func TestStepTimeoutOnSlowInput(t *testing.T) {
 	in := mediatest.Generate(t, t.TempDir(), "uhd", mediatest.Clip{Width: 3840, Height: 2160, Duration: 3, Video: true})
 	for name, e := range engines(t) {
 		t.Run(name, func(t *testing.T) {
-			reg, err := pipeline.NewRegistry(media.Types(e)...)
+			reg, err := pipeline.NewRegistry(media.Types(e, "")...)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -100,29 +101,28 @@ func (s *MP4) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, erro
 		name = MP4Name
 	}
 
-	args := inputArgs(m)
-	args = append(args, "-map", fmt.Sprintf("0:%d", v.Index))
-	audio := m.Audio()
-	if audio != nil {
-		args = append(args, "-map", fmt.Sprintf("0:%d", audio.Index))
-	}
-	args = append(args, "-map_metadata", "-1", "-map_chapters", "-1",
-		"-vf", scaleTo(size, m.Height > m.Width))
-	args = append(args, x264Args(s.Preset, s.CRF, v.FrameRate, 0)...)
-	args = append(args, "-maxrate", strconv.Itoa(kbps)+"k", "-bufsize", strconv.Itoa(2*kbps)+"k")
-	if audio != nil {
-		args = append(args, aacArgs(s.AudioBitrate, audio)...)
-	}
-	args = append(args, "-movflags", "+faststart", "-f", "mp4", Out(name))
-
 	if err := os.MkdirAll(filepath.Join(job.Dir, filepath.Dir(filepath.FromSlash(name))), 0o755); err != nil {
 		return pipeline.Result{}, err
 	}
-	e, err := s.Engines.Pick(job.Engine, true)
-	if err != nil {
-		return pipeline.Result{}, err
+	audio := m.Audio()
+	build := func(enc H264) Command {
+		args := slices.Concat(enc.Input, inputArgs(m))
+		args = append(args, "-map", fmt.Sprintf("0:%d", v.Index))
+		if audio != nil {
+			args = append(args, "-map", fmt.Sprintf("0:%d", audio.Index))
+		}
+		args = append(args, "-map_metadata", "-1", "-map_chapters", "-1",
+			"-vf", enc.VF(scaleTo(size, m.Height > m.Width)))
+		args = append(args, enc.Codec...)
+		if audio != nil {
+			args = append(args, aacArgs(s.AudioBitrate, audio)...)
+		}
+		args = append(args, "-movflags", "+faststart", "-f", "mp4", Out(name))
+		return Command{Input: job.Input, Dir: job.Dir, Args: args}
 	}
-	if err := e.FFmpeg(ctx, Command{Input: job.Input, Dir: job.Dir, Args: args}); err != nil {
+	o := h264Options(s.Preset, s.CRF)
+	o.MaxRate, o.BufSize = strconv.Itoa(kbps)+"k", strconv.Itoa(2*kbps)+"k"
+	if err := s.Engines.EncodeH264(ctx, job.Engine, o, build); err != nil {
 		return pipeline.Result{}, err
 	}
 	if err := nonEmpty(job.Dir, name); err != nil {

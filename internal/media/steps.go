@@ -13,8 +13,9 @@ import (
 )
 
 // Types returns the media step types, running on the given engines,
-// ready to register.
-func Types(e *Engines) []pipeline.StepType {
+// ready to register. assetsDir holds the files pipelines may name
+// (watermark images, fonts); "" for none.
+func Types(e *Engines, assetsDir string) []pipeline.StepType {
 	return []pipeline.StepType{
 		ProbeType(e),
 		ThumbnailType(e),
@@ -26,6 +27,8 @@ func Types(e *Engines) []pipeline.StepType {
 		StoryboardType(e),
 		PreviewType(e),
 		ImageType(e),
+		WatermarkType(e, assetsDir),
+		CustomType(e),
 	}
 }
 

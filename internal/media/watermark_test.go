@@ -261,3 +261,40 @@ func TestWatermarkParams(t *testing.T) {
 		}
 	}
 }
+
+// TestWatermarkRotated: on a video shot in portrait (stored landscape,
+// with a rotation), the picture is turned upright first, so that the
+// watermark is where a viewer sees "top-right".
+func TestWatermarkRotated(t *testing.T) {
+	mediatest.RequireFFmpeg(t)
+	assets := watermarkAssets(t)
+	clip := mediatest.Generate(t, t.TempDir(), "r", mediatest.Clip{Width: 320, Height: 180, Duration: 1, Video: true, Rotate: 90})
+	forEngines(t, func(t *testing.T, e *media.Engines) string {
+		job, _, err := runWatermark(t, e, assets, clip, map[string]any{"image": "logo.png", "position": "top-right", "margin": 10, "scale": 0.25, "opacity": 1.0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(job.Dir, media.WatermarkName)
+		eng, err := e.Pick("", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := eng.Probe(context.Background(), out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Width != 180 || m.Height != 320 || m.Rotation != 0 {
+			t.Fatalf("output shows %dx%d rotated %d, want 180x320 upright", m.Width, m.Height, m.Rotation)
+		}
+		w, _, rgb := pixels(t, out)
+		// The logo is 45 pixels wide: 125..170 across, from 10 down.
+		at := func(x, y int) []byte { return rgb[3*(y*w+x):] }
+		if p := at(148, 18); p[0] < 200 || p[1] > 60 || p[2] < 200 {
+			t.Errorf("top right of the upright picture is %v, want magenta", p[:3])
+		}
+		if p := at(30, 18); p[0] > 200 && p[1] < 60 && p[2] > 200 {
+			t.Errorf("top left of the upright picture is magenta, want the video")
+		}
+		return fmt.Sprintf("%dx%d", m.Width, m.Height)
+	})
+}

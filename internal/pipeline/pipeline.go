@@ -71,6 +71,13 @@ type Step interface {
 	Run(ctx context.Context, job *Job) (Result, error)
 }
 
+// HeavyStep is implemented by steps whose weight depends on their
+// parameters (a custom FFmpeg command): IsHeavy then decides the step's
+// default pool instead of its type's Heavy.
+type HeavyStep interface {
+	IsHeavy() bool
+}
+
 // Prestarter is implemented by steps worth starting while the input is
 // still being probed, on the guess that they will apply: a thumbnail of a
 // fresh upload should not wait for the probe. Prestart runs with

@@ -198,8 +198,12 @@ func (p *Pipeline) compile(reg *Registry) []fieldError {
 			}
 			s.step = step
 			if s.Pool == "" {
+				heavy := typ.Heavy
+				if h, ok := step.(HeavyStep); ok {
+					heavy = h.IsHeavy()
+				}
 				s.Pool = PoolFast
-				if typ.Heavy {
+				if heavy {
 					s.Pool = PoolHeavy
 				}
 			}

@@ -37,10 +37,11 @@ import (
 const BucketName = "sluice"
 
 // Registry returns every step type Sluice has, running on the given
-// engines. `sluice pipelines validate` passes engines with none set: step
-// types are built without touching them.
-func Registry(e *media.Engines) (*pipeline.Registry, error) {
-	return pipeline.NewRegistry(media.Types(e)...)
+// engines, with pipeline files (watermark images, fonts) read from
+// assetsDir. `sluice pipelines validate` passes engines with none set:
+// step types are built without touching them.
+func Registry(e *media.Engines, assetsDir string) (*pipeline.Registry, error) {
+	return pipeline.NewRegistry(media.Types(e, assetsDir)...)
 }
 
 // Server is a running Sluice process.
@@ -99,7 +100,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
 
-	reg, err := Registry(engines)
+	reg, err := Registry(engines, cfg.AssetsDir)
 	if err != nil {
 		return nil, err
 	}
