@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks, and when run as root installs, what Sluice needs besides Go:
-# FFmpeg (ffmpeg, ffprobe) and prlimit (util-linux) for the FFmpeg sandbox.
+# FFmpeg (ffmpeg, ffprobe), prlimit (util-linux) for the FFmpeg sandbox,
+# and the DejaVu fonts that text watermarks draw with.
 # Sourced by scripts/serve.sh and scripts/test.sh.
 set -euo pipefail
 
@@ -22,6 +23,7 @@ need_packages() {
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+  [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
   [ "${#missing[@]}" -eq 0 ] && return 0
   # unique
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

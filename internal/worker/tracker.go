@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/sluice-media/sluice/internal/blob"
@@ -19,7 +20,16 @@ type tracker struct {
 	key   string
 	job   *pipeline.Job
 	prior map[string]pipeline.Outcome
+
+	mu    sync.Mutex              // steps run in parallel
 	steps map[string]store.Step // started in this run
+}
+
+func (t *tracker) step(id string) (store.Step, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.steps[id]
+	return s, ok
 }
 
 var _ pipeline.Tracker = (*tracker)(nil)
@@ -100,24 +110,26 @@ func (t *tracker) Started(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	t.mu.Lock()
 	t.steps[id] = s
+	t.mu.Unlock()
 	return nil
 }
 
 func (t *tracker) Skipped(ctx context.Context, id, reason string) error {
-	s, ok := t.steps[id]
+	s, ok := t.step(id)
 	if !ok {
 		if err := t.Started(ctx, id); err != nil {
 			return err
 		}
-		s = t.steps[id]
+		s, _ = t.step(id)
 	}
 	s.Status, s.Error, s.FinishedAt = store.StatusSkipped, reason, time.Now()
 	return t.w.store.FinishStep(ctx, s)
 }
 
 func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, stepErr error, took time.Duration) error {
-	s := t.steps[id]
+	s, _ := t.step(id)
 	s.FinishedAt, s.Duration = time.Now(), took
 	outcome := "succeeded"
 	if stepErr == nil {
