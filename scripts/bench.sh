@@ -23,6 +23,8 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
   go test -run '^$' -bench 'PipelineOverhead' -benchtime 20x ./internal/server
   go test -run '^$' -bench 'UploadRSS' -benchtime 1x ./cmd/sluice
   go test -run '^$' -bench 'Engines' -benchtime 3x -timeout 60m ./internal/media
+  go test -run '^$' -bench 'ThumbnailSeek|Storyboard' -benchtime 5x -timeout 60m ./internal/media
+  go test -run '^$' -bench 'HLSLadder' -benchtime 5x -timeout 60m ./internal/media
   go test -run '^$' -bench 'WasmColdStart' -benchtime 3x -timeout 60m ./internal/media
   # In its own process: a child's peak RSS starts from its parent's at fork.
   go test -run '^$' -bench 'EdgeRecipe' -benchtime 3x -timeout 60m ./internal/media

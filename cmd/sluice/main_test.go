@@ -337,3 +337,51 @@ func TestServeWithoutFFmpeg(t *testing.T) {
 		t.Errorf("readyz = %d", ready.StatusCode)
 	}
 }
+
+// TestPipelinesValidate: the CLI checks pipeline files and prints each
+// error with its file, line and field, exiting 1.
+func TestPipelinesValidate(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(good, []byte("pipelines:\n  - extends: video\n    disable: [preview]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte(`pipelines:
+  - name: p
+    steps:
+      - uses: probe
+      - uses: thumbnial
+      - uses: thumbnail
+        with: {width: wide}
+        when: "media.duration >"
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := runCLI(t, "pipelines", "validate", good)
+	if err != nil || !strings.Contains(stdout, good+": ok") {
+		t.Fatalf("validate good: %v\n%s%s", err, stdout, stderr)
+	}
+	_, stderr, err = runCLI(t, "pipelines", "validate", bad)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("validate bad: err %v, want exit 1", err)
+	}
+	for _, want := range []string{
+		bad + `:5:15: pipelines[0].steps[1](thumbnial).uses: unknown step "thumbnial"`,
+		bad + `:7:23: pipelines[0].steps[2](thumbnail).with.width: want an integer, got "wide"`,
+		bad + `:8:15: pipelines[0].steps[2](thumbnail).when: invalid expression`,
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	stdout, _, err = runCLI(t, "pipelines", "list", "--pipelines", good)
+	if err != nil || !strings.Contains(stdout, "video  (") || strings.Contains(stdout, "uses preview") {
+		t.Errorf("list: %v\n%s", err, stdout)
+	}
+	stdout, _, err = runCLI(t, "pipelines", "steps")
+	if err != nil || !strings.Contains(stdout, "hls  (heavy)") || !strings.Contains(stdout, "segment_duration") {
+		t.Errorf("steps: %v\n%s", err, stdout)
+	}
+}

@@ -1,5 +1,11 @@
 // Package media runs FFmpeg for Sluice: the engines that execute ffmpeg and
-// ffprobe, and the media steps (probe, thumbnail, audio) built on them.
+// ffprobe (a WebAssembly build in-process, and the native binaries in a
+// sandboxed child process), and the media step types built on them:
+// probe, thumbnail, audio, waveform, image, hls, mp4, storyboard, preview,
+// analyze, watermark and the custom ffmpeg step (see Types). Steps build
+// FFmpeg arguments against the Engine interface and never name host
+// paths: InputArg, Out and FilterOut stand for them, and each engine maps
+// them to what it can see.
 //
 // Untrusted input is the normal case here, so every invocation is fenced
 // the same way: the input is opened with only the file protocol, probing

@@ -203,7 +203,11 @@ func convert(d Param, v any) (any, error) {
 }
 
 func wantGot(k Kind, v any) error {
-	return fmt.Errorf("want a %s, got %s", k, describe(v))
+	article := "a"
+	if k == Int {
+		article = "an"
+	}
+	return fmt.Errorf("want %s %s, got %s", article, k, describe(v))
 }
 
 func describe(v any) string {

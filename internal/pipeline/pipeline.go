@@ -1,9 +1,19 @@
-// Package pipeline defines what a processing step is and runs the steps of
-// a pipeline over one asset. It knows nothing of queues, HTTP or FFmpeg:
-// the worker hands it a Job whose input is a local file and a scratch
-// directory, steps (registered in a Registry) turn that into outputs, and
-// the Runner reports each step's start and end to a Recorder so that state
-// is written as the job goes.
+// Package pipeline defines what a processing step is, what a pipeline of
+// steps is, and runs a pipeline over one asset. It knows nothing of
+// queues, HTTP or FFmpeg.
+//
+//   - Step types (StepType, in a Registry) declare their parameters;
+//     pipelines name them in `uses` and set parameters in `with`.
+//   - Pipelines come from YAML (load.go): a built-in file plus files
+//     from configuration, checked when loaded, with errors that name the
+//     file, line and field. A Set picks the pipeline for an asset by
+//     content type, key glob and metadata.
+//   - Steps form a DAG (`needs`), may be conditional (`when`, a CEL
+//     expression, cond.go), and say what their failure does (`on_error`)
+//     and which worker pool runs them (`pool`).
+//   - The Runner runs a stage of a pipeline over a Job, in parallel where
+//     the DAG allows, and reports each step's start and end to a Tracker,
+//     which the worker implements to persist state as the job goes.
 package pipeline
 
 import (
