@@ -323,7 +323,7 @@ func TestParams(t *testing.T) {
 	}
 	for raw, want := range map[string]map[string]any{
 		"width: 8 is out of range [16, 4096]":                     {"width": 8},
-		"width: want an integer, got 1.5":                          {"width": 1.5},
+		"width: want an integer, got 1.5":                         {"width": 1.5},
 		`format: "png" is not one of webp, gif`:                   {"format": "png"},
 		"heights: at most 3 items, got 4":                         {"heights": []any{1, 2, 3, 4}},
 		"heights: item 2: 9999 is out of range [16, 4320]":        {"heights": []any{720, 9999}},

@@ -21,7 +21,7 @@ type tracker struct {
 	job   *pipeline.Job
 	prior map[string]pipeline.Outcome
 
-	mu    sync.Mutex              // steps run in parallel
+	mu    sync.Mutex            // steps run in parallel
 	steps map[string]store.Step // started in this run
 }
 
