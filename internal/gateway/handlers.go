@@ -162,8 +162,11 @@ func assetView(a store.Asset, outputs []store.Output, steps []store.Step, base s
 			StartedAt: timePtr(s.StartedAt), FinishedAt: timePtr(s.FinishedAt),
 			DurationMS: float64(s.Duration.Microseconds()) / 1000,
 		}
-		if s.Status == store.StatusSkipped {
+		if s.Status == store.StatusSkipped || s.Status == store.StatusDegraded {
 			ws.Reason, ws.Error = s.Error, ""
+		}
+		if s.Status == store.StatusDegraded {
+			v.Degraded = append(v.Degraded, wire.Missing{Step: s.Name, Reason: s.Error})
 		}
 		v.Steps = append(v.Steps, ws)
 	}

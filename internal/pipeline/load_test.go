@@ -105,7 +105,7 @@ pipelines:
     steps:
       - uses: fake
         with: {id: x, colour: red}
-`, []string{"with.colour: unknown parameter (known: id, sleep, fail_times, media_error, outs, heavy)"}},
+`, []string{"with.colour: unknown parameter (known: id, sleep, fail_times, media_error, outs, heavy, end)"}},
 		{"missing required parameter", `
 pipelines:
   - name: p

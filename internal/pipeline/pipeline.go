@@ -110,6 +110,34 @@ type MediaError struct {
 func (e *MediaError) Error() string { return e.Reason }
 func (e *MediaError) Unwrap() error { return e.Err }
 
+// SkipError ends a step as skipped, not failed: it found nothing to do
+// that could not be known before it ran (no provider is configured for
+// its task, say). Reason is shown with the step.
+type SkipError struct{ Reason string }
+
+func (e *SkipError) Error() string { return e.Reason }
+
+// Skip returns a SkipError with a formatted reason.
+func Skip(format string, args ...any) error {
+	return &SkipError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// DegradedError ends a step as degraded: the work it exists for could not
+// be done (every AI provider failed), but the asset is not lost for it.
+// The asset still succeeds with its other outputs, the step shows the
+// reason, and a reprocess can fill it in later. A pipeline that sets
+// on_error: fail on the step fails the asset instead.
+type DegradedError struct {
+	Reason string
+	Err    error
+}
+
+func (e *DegradedError) Error() string { return e.Reason }
+func (e *DegradedError) Unwrap() error { return e.Err }
+
+// Degrade wraps err as a DegradedError.
+func Degrade(err error) error { return &DegradedError{Reason: err.Error(), Err: err} }
+
 // Invalid returns a MediaError with a formatted reason.
 func Invalid(format string, args ...any) error {
 	return &MediaError{Reason: fmt.Sprintf(format, args...)}

@@ -20,6 +20,8 @@ const (
 	Succeeded Outcome = "succeeded"
 	Failed    Outcome = "failed"
 	Skipped   Outcome = "skipped"
+	// Degraded: the step could not do its work (see DegradedError).
+	Degraded Outcome = "degraded"
 )
 
 // Stage selects the steps a run covers. A job runs in two stages so that
@@ -48,8 +50,9 @@ type Tracker interface {
 	// Started is called before each attempt of a step.
 	Started(ctx context.Context, id string) error
 	// Finished is called with err == nil on success, after which res's
-	// outputs must be stored, or with the step's error. An error returned
-	// on success (failing to store, say) fails the step.
+	// outputs must be stored, or with the step's error (a *DegradedError
+	// when the step ended degraded). An error returned on success
+	// (failing to store, say) fails the step.
 	Finished(ctx context.Context, id string, res Result, err error, took time.Duration) error
 	// Skipped records that the step did not run, and why.
 	Skipped(ctx context.Context, id, reason string) error
@@ -173,8 +176,8 @@ func (run *run) start(ctx context.Context, s *StepSpec) (bool, error) {
 		return false, run.t.Skipped(run.ctx, s.ID, reason)
 	}
 	for _, n := range run.p.needs(s) {
-		if run.state[n] == Skipped {
-			return skip(fmt.Sprintf("needs %s, which was skipped", n))
+		if o := run.state[n]; o == Skipped || o == Degraded {
+			return skip(fmt.Sprintf("needs %s, which was %s", n, o))
 		}
 	}
 	job := *run.job
@@ -220,7 +223,7 @@ func (run *run) attempts(ctx context.Context, s *StepSpec, job *Job) (Result, ti
 			return Result{}, 0, err
 		}
 		res, took, err := run.once(ctx, s, job)
-		if err == nil || ctx.Err() != nil || attempt >= s.Retries {
+		if err == nil || ctx.Err() != nil || attempt >= s.Retries || final(err) {
 			return res, took, err
 		}
 		// Record the failed attempt (Finished returns its error back),
@@ -233,6 +236,14 @@ func (run *run) attempts(ctx context.Context, s *StepSpec, job *Job) (Result, ti
 		case <-time.After(wait):
 		}
 	}
+}
+
+// final reports errors that a retry cannot change: a skip, or a
+// degradation (whose own calls were retried already).
+func final(err error) bool {
+	var se *SkipError
+	var de *DegradedError
+	return errors.As(err, &se) || errors.As(err, &de)
 }
 
 // once runs a step under its timeout.
@@ -292,6 +303,18 @@ func (run *run) finish(d stepDone, failure error) error {
 	}
 	if d.err == nil && d.res.Media != nil {
 		run.job.Media = d.res.Media
+	}
+	var skipErr *SkipError
+	if errors.As(d.err, &skipErr) {
+		run.state[s.ID] = Skipped
+		return run.t.Skipped(ctx, s.ID, skipErr.Reason)
+	}
+	var degErr *DegradedError
+	if errors.As(d.err, &degErr) && !(s.onErrorSet && s.OnError == OnErrorFail) {
+		// The tracker records the step as degraded; the job goes on.
+		run.state[s.ID] = Degraded
+		_ = run.t.Finished(ctx, s.ID, Result{}, d.err, d.took)
+		return nil
 	}
 	err := run.t.Finished(ctx, s.ID, d.res, d.err, d.took)
 	if d.err != nil {

@@ -140,6 +140,7 @@ type fake struct {
 	outs       []string
 	calls      *sync.Map // id -> *atomic.Int32, shared by the test
 	id         string
+	end        string // "skip" or "degrade": end that way
 }
 
 func (*fake) Name() string               { return "fake" }
@@ -151,6 +152,12 @@ func (f *fake) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, err
 	case <-time.After(f.sleep):
 	case <-ctx.Done():
 		return pipeline.Result{}, ctx.Err()
+	}
+	switch f.end {
+	case "skip":
+		return pipeline.Result{}, pipeline.Skip("%s: no provider configured", f.id)
+	case "degrade":
+		return pipeline.Result{}, pipeline.Degrade(fmt.Errorf("%s: every provider failed", f.id))
 	}
 	if int(call) <= f.failTimes {
 		if f.mediaError {
@@ -204,10 +211,11 @@ func (ts *testSteps) registry(t *testing.T) *pipeline.Registry {
 				{Name: "media_error", Kind: pipeline.Bool},
 				{Name: "outs", Kind: pipeline.Strings},
 				{Name: "heavy", Kind: pipeline.Bool},
+				{Name: "end", Kind: pipeline.String},
 			},
 			New: func(p pipeline.Params) (pipeline.Step, error) {
 				return &fake{id: p.String("id"), sleep: p.Duration("sleep"), failTimes: p.Int("fail_times"),
-					mediaError: p.Bool("media_error"), outs: p.Strings("outs"), calls: &ts.counts}, nil
+					mediaError: p.Bool("media_error"), outs: p.Strings("outs"), calls: &ts.counts, end: p.String("end")}, nil
 			},
 		},
 		pipeline.StepType{Name: "encode", Heavy: true, New: func(pipeline.Params) (pipeline.Step, error) {
@@ -632,4 +640,45 @@ func (panicky) Name() string               { return "panicky" }
 func (panicky) Applies(*pipeline.Job) bool { return true }
 func (panicky) Run(context.Context, *pipeline.Job) (pipeline.Result, error) {
 	panic("boom")
+}
+
+// TestSkipAndDegrade: a step may end skipped (nothing it could do) or
+// degraded (its work could not be done); neither fails the job unless the
+// pipeline says on_error: fail for the degraded one, neither is retried,
+// and the steps that need them are skipped.
+func TestSkipAndDegrade(t *testing.T) {
+	ts := &testSteps{}
+	p := ts.pipelineOf(t, `
+pipelines:
+  - name: t
+    steps:
+      - {id: unconfigured, uses: fake, with: {id: unconfigured, end: skip}, retries: 3}
+      - {id: flaky_ai, uses: fake, with: {id: flaky_ai, end: degrade}, retries: 3}
+      - {id: summary, uses: fake, with: {id: summary}, needs: [flaky_ai]}
+      - {id: other, uses: fake, with: {id: other}}
+`)
+	tr := &recorder{}
+	if _, err := (&pipeline.Runner{}).Run(context.Background(), &pipeline.Job{Dir: t.TempDir(), Media: video}, p, pipeline.StageAll, tr); err != nil {
+		t.Fatalf("err = %v, want the job to go on", err)
+	}
+	if ts.calls("unconfigured") != 1 || ts.calls("flaky_ai") != 1 || ts.calls("summary") != 0 || ts.calls("other") != 1 {
+		t.Errorf("calls: unconfigured %d, flaky_ai %d, summary %d, other %d; want 1, 1, 0, 1 (%s)",
+			ts.calls("unconfigured"), ts.calls("flaky_ai"), ts.calls("summary"), ts.calls("other"), tr)
+	}
+	if got := tr.reasons["unconfigured"]; got != "unconfigured: no provider configured" {
+		t.Errorf("skip reason = %q", got)
+	}
+	if !tr.has("fail flaky_ai: flaky_ai: every provider failed") {
+		t.Errorf("degraded step not reported to the tracker with its reason: %s", tr)
+	}
+	if got := tr.reasons["summary"]; got != "needs flaky_ai, which was degraded" {
+		t.Errorf("dependent's reason = %q", got)
+	}
+
+	strict := ts.pipelineOf(t, "pipelines:\n  - name: s\n    steps:\n      - {id: ai, uses: fake, with: {id: ai2, end: degrade}, on_error: fail}\n")
+	_, err := (&pipeline.Runner{}).Run(context.Background(), &pipeline.Job{Dir: t.TempDir(), Media: video}, strict, pipeline.StageAll, &recorder{})
+	var de *pipeline.DegradedError
+	if !errors.As(err, &de) {
+		t.Errorf("on_error: fail with a degraded step: err = %v, want the DegradedError", err)
+	}
 }

@@ -106,6 +106,9 @@ type StepSpec struct {
 
 	step Step
 	when *condition
+	// onErrorSet: the pipeline gave on_error (a degraded step then fails
+	// the asset when it says fail).
+	onErrorSet bool
 	// heavy: this step runs in the heavy stage (it is in the heavy pool,
 	// or needs, directly or not, a step that is).
 	heavy bool
@@ -210,6 +213,8 @@ func (p *Pipeline) compile(reg *Registry) []fieldError {
 		}
 		if s.OnError == "" {
 			s.OnError = OnErrorFail
+		} else {
+			s.onErrorSet = true
 		}
 		if !slices.Contains([]string{OnErrorFail, OnErrorSkip, OnErrorContinue}, s.OnError) {
 			at("on_error", "%q is not one of fail, skip, continue", s.OnError)

@@ -38,11 +38,14 @@ const (
 	StatusFailed     Status = "failed"
 	// StatusSkipped is for steps that did not apply to the input.
 	StatusSkipped Status = "skipped"
+	// StatusDegraded is for steps that could not do their work (every AI
+	// provider failed) without failing the asset.
+	StatusDegraded Status = "degraded"
 )
 
 // Terminal reports whether s is a final state.
 func (s Status) Terminal() bool {
-	return s == StatusSucceeded || s == StatusFailed || s == StatusSkipped
+	return s == StatusSucceeded || s == StatusFailed || s == StatusSkipped || s == StatusDegraded
 }
 
 // Asset is one uploaded media file and what is known about it.

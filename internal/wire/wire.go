@@ -30,11 +30,21 @@ type Asset struct {
 	UploadedAt  *time.Time `json:"uploaded_at,omitempty"`
 	// Metadata are the key-value pairs given at upload.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Degraded lists the steps that could not do their work (every AI
+	// provider failed), with why; the asset still succeeds, and a
+	// reprocess of those steps can fill them in.
+	Degraded []Missing `json:"degraded,omitempty"`
 	// Pipeline is the pipeline processing the asset.
 	Pipeline string          `json:"pipeline,omitempty"`
 	Media    json.RawMessage `json:"media"`
 	Outputs  []Output        `json:"outputs"`
 	Steps    []Step          `json:"steps"`
+}
+
+// Missing is an enrichment an asset lacks.
+type Missing struct {
+	Step   string `json:"step"`
+	Reason string `json:"reason"`
 }
 
 // Done reports whether the asset reached a final status.
@@ -57,7 +67,8 @@ type Step struct {
 	Status   string `json:"status"`
 	Attempts int    `json:"attempts"`
 	Error    string `json:"error,omitempty"`
-	// Reason says why a skipped step did not run.
+	// Reason says why a skipped step did not run, or why a degraded one
+	// could not do its work.
 	Reason     string     `json:"reason,omitempty"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`

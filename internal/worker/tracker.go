@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"slices"
 	"sync"
@@ -132,6 +133,12 @@ func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, 
 	s, _ := t.step(id)
 	s.FinishedAt, s.Duration = time.Now(), took
 	outcome := "succeeded"
+	var degraded *pipeline.DegradedError
+	if errors.As(stepErr, &degraded) {
+		s.Status, s.Error = store.StatusDegraded, degraded.Reason
+		t.w.metrics.StepDuration.WithLabelValues(id, "degraded").Observe(took.Seconds())
+		return t.w.store.FinishStep(ctx, s)
+	}
 	if stepErr == nil {
 		stepErr = t.store(ctx, id, res)
 	}
