@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/sluice-media/sluice/internal/client"
@@ -38,6 +40,7 @@ func pipelinesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	files := fs.String("pipelines", "", "pipeline files to load after the built-in ones, comma-separated (env SLUICE_PIPELINES)")
+	fs.StringVar(&cfg.AIConfig, "ai-config", cfg.AIConfig, "AI providers file (env SLUICE_AI_CONFIG)")
 	fs.StringVar(&cfg.AssetsDir, "assets-dir", cfg.AssetsDir, "directory of files pipelines may name (env SLUICE_ASSETS_DIR)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseInterspersed(fs, args[1:])
@@ -50,7 +53,12 @@ func pipelinesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if n, err := media.NewNative(cfg.Native); err == nil {
 		engines.Native = n
 	}
-	reg, err := server.Registry(engines, cfg.AssetsDir)
+	gw, err := server.OpenAI(cfg.AIConfig, filepath.Join(os.TempDir(), "sluice-ai-cache"), nil, newLogger(io.Discard))
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+	reg, err := server.Registry(engines, cfg.AssetsDir, gw)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,9 @@ type Config struct {
 	// AssetsDir holds files pipelines may name, such as watermark images
 	// and fonts; steps read nothing outside it. Empty: none.
 	AssetsDir string
+	// AIConfig is the AI providers file ("": the local providers only:
+	// Tesseract for OCR, nsfwjs for moderation and tags).
+	AIConfig string
 	// Variants bounds on-demand thumbnails.
 	Variants delivery.VariantConfig
 }
@@ -157,6 +160,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 		c.Pipelines = append(c.Pipelines, splitList(v)...)
 		return nil
 	})
+	fs.StringVar(&c.AIConfig, "ai-config", c.AIConfig, "AI providers file: providers, chains, limits, budgets; API keys come from the environment or files it names (env SLUICE_AI_CONFIG)")
 	fs.StringVar(&c.AssetsDir, "assets-dir", c.AssetsDir, "directory of files pipelines may name: watermark images, fonts (env SLUICE_ASSETS_DIR)")
 	fs.IntVar(&c.Variants.Concurrency, "render-concurrency", c.Variants.Concurrency, "on-demand thumbnails rendered at once (env SLUICE_RENDER_CONCURRENCY; default 2)")
 	fs.DurationVar(&c.Worker.StepTimeout, "step-timeout", c.Worker.StepTimeout, "default time limit of a pipeline step (env SLUICE_STEP_TIMEOUT)")
@@ -213,6 +217,7 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_FFPROBE", &c.Native.FFprobe)
 	str("SLUICE_HWACCEL", &c.Native.HWAccel)
 	str("SLUICE_ASSETS_DIR", &c.AssetsDir)
+	str("SLUICE_AI_CONFIG", &c.AIConfig)
 	str("SLUICE_FFMPEG_CGROUP", &c.Native.Cgroup)
 	num("SLUICE_FFMPEG_MEMORY_LIMIT", &c.Native.MemoryLimit)
 	num("SLUICE_MAX_UPLOAD_SIZE", &c.Upload.MaxSize)

@@ -271,7 +271,8 @@ pipelines:
 // TestBuiltin: the built-in pipelines load with the step types they name.
 func TestBuiltin(t *testing.T) {
 	var types []pipeline.StepType
-	for _, name := range []string{"probe", "thumbnail", "audio", "hls", "storyboard", "preview", "waveform", "analyze", "image"} {
+	for _, name := range []string{"probe", "thumbnail", "audio", "hls", "storyboard", "preview", "waveform", "analyze", "image",
+		"ocr", "moderation", "tags", "describe", "transcript", "summary"} {
 		types = append(types, pipeline.StepType{Name: name, Heavy: name == "hls",
 			New: func(pipeline.Params) (pipeline.Step, error) { return slowStep{}, nil }})
 	}

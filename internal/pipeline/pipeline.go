@@ -42,6 +42,10 @@ type Job struct {
 	// Asset describes the asset for conditions and steps that name
 	// outputs after it.
 	Asset AssetInfo
+	// ReadOutput returns a stored output of the asset by name (one a step
+	// it needs wrote: the summary reads the transcript), or an error
+	// wrapping fs.ErrNotExist. Nil when there is no store (tests).
+	ReadOutput func(ctx context.Context, name string) ([]byte, error)
 }
 
 // AssetInfo is what a job knows of its asset besides the file.

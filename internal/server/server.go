@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-media/sluice/internal/ai"
 	"github.com/sluice-media/sluice/internal/blob/fileblob"
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/delivery"
@@ -40,8 +43,30 @@ const BucketName = "sluice"
 // engines, with pipeline files (watermark images, fonts) read from
 // assetsDir. `sluice pipelines validate` passes engines with none set:
 // step types are built without touching them.
-func Registry(e *media.Engines, assetsDir string) (*pipeline.Registry, error) {
-	return pipeline.NewRegistry(media.Types(e, assetsDir)...)
+func Registry(e *media.Engines, assetsDir string, g *ai.Gateway) (*pipeline.Registry, error) {
+	return pipeline.NewRegistry(append(media.Types(e, assetsDir), ai.Types(g, e)...)...)
+}
+
+// OpenAI builds the inference gateway from the AI configuration file
+// (path "" for the local providers only), with its result cache in
+// cacheDir unless the file names one.
+func OpenAI(path, cacheDir string, reg prometheus.Registerer, log *slog.Logger) (*ai.Gateway, error) {
+	cfg, pcs, err := ai.LoadConfig(path, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	providers, err := ai.NewProviders(pcs)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = cacheDir
+	}
+	cache, err := ai.NewFileCache(cfg.CacheDir)
+	if err != nil {
+		return nil, err
+	}
+	return ai.New(cfg, providers, cache, reg, log)
 }
 
 // Server is a running Sluice process.
@@ -58,6 +83,7 @@ type Server struct {
 	engines   *media.Engines
 	pipelines *pipeline.Set
 	variants  *delivery.Variants
+	ai        *ai.Gateway
 	http      *http.Server
 	ln        net.Listener
 	Metrics   *telemetry.Metrics
@@ -100,7 +126,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
 
-	reg, err := Registry(engines, cfg.AssetsDir)
+	if s.ai, err = OpenAI(cfg.AIConfig, filepath.Join(cfg.DataDir, "ai-cache"), s.Metrics.Registry, log); err != nil {
+		return nil, err
+	}
+	reg, err := Registry(engines, cfg.AssetsDir, s.ai)
 	if err != nil {
 		return nil, err
 	}
@@ -261,6 +290,9 @@ func (s *Server) close() {
 	}
 	if s.variants != nil {
 		_ = s.variants.Close()
+	}
+	if s.ai != nil {
+		_ = s.ai.Close()
 	}
 	if s.queue != nil {
 		s.queue.Close()

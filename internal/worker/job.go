@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -192,7 +193,8 @@ func (w *Worker) run(ctx context.Context, asset store.Asset, ev event.ObjectCrea
 	if err != nil {
 		return false, err
 	}
-	job := &pipeline.Job{AssetID: asset.ID, Input: input, Dir: outDir, Asset: info}
+	job := &pipeline.Job{AssetID: asset.ID, Input: input, Dir: outDir, Asset: info,
+		ReadOutput: func(ctx context.Context, name string) ([]byte, error) { return w.readOutput(ctx, asset.ID, name) }}
 	if len(asset.Media) > 0 {
 		var m pipeline.Media
 		if err := json.Unmarshal(asset.Media, &m); err == nil {
@@ -284,4 +286,34 @@ func (w *Worker) retry(ctx context.Context, d *queue.Delivery, log *slog.Logger,
 		log.Error("worker: nak", "err", err)
 	}
 	w.metrics.Jobs.WithLabelValues("retried").Inc()
+}
+
+// maxReadOutput bounds what a step may read back of another's output.
+const maxReadOutput = 64 << 20
+
+// readOutput reads a stored output of an asset by name.
+func (w *Worker) readOutput(ctx context.Context, assetID, name string) ([]byte, error) {
+	outs, err := w.store.ListOutputs(ctx, assetID)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range outs {
+		if o.Name != name {
+			continue
+		}
+		obj, err := w.bucket.Open(ctx, o.Key)
+		if err != nil {
+			return nil, err
+		}
+		defer obj.Close()
+		data, err := io.ReadAll(io.LimitReader(obj, maxReadOutput+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(data) > maxReadOutput {
+			return nil, fmt.Errorf("output %s is larger than %d bytes", name, maxReadOutput)
+		}
+		return data, nil
+	}
+	return nil, fmt.Errorf("output %s of asset %s: %w", name, assetID, fs.ErrNotExist)
 }

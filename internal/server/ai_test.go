@@ -1,0 +1,120 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/ai/aitest"
+	"github.com/sluice-media/sluice/internal/mediatest"
+	"github.com/sluice-media/sluice/internal/wire"
+)
+
+// TestEnrichment runs transcript, summary and describe against a fake
+// OpenAI-compatible API: results land as outputs; when the provider
+// fails, the steps end degraded and the asset still succeeds with its
+// media outputs; a step with no provider ends skipped with the reason;
+// a reprocess of the degraded steps fills them in.
+func TestEnrichment(t *testing.T) {
+	fake := aitest.NewOpenAI(t, aitest.OpenAIOptions{APIKey: "sk-test-secret"})
+	t.Setenv("TEST_OPENAI_KEY", "sk-test-secret")
+	cfg := testConfig(t)
+	cfg.AIConfig = writePipelines(t, `
+providers:
+  - name: fake-openai
+    type: openai
+    base_url: `+fake.BaseURL()+`
+    api_key_env: TEST_OPENAI_KEY
+    models: {transcribe: whisper-1, summarize: gpt-4o-mini, describe: gpt-4o-mini}
+    limits: {retries: 1, timeout: 10s, breaker: {failures: 50, cooldown: 1s}}
+`)
+	cfg.Pipelines = []string{writePipelines(t, `
+pipelines:
+  - name: enrich
+    steps:
+      - uses: probe
+      - uses: thumbnail
+      - uses: transcript
+      - uses: summary
+        needs: [transcript]
+      - uses: describe
+        with: {frames: 2}
+      - uses: tags
+        with: {}
+`)}
+	h := start(t, cfg)
+	clip := mediatest.Generate(t, t.TempDir(), "talk", mediatest.Clip{Width: 320, Height: 240, Duration: 3, Video: true, Audio: true})
+
+	id := h.uploadPut(t, clip)
+	a := h.wait(t, id)
+	if a.Status != wire.StatusSucceeded || len(a.Degraded) != 0 {
+		t.Fatalf("asset: %s %q, degraded %+v; steps %+v", a.Status, a.Error, a.Degraded, a.Steps)
+	}
+	steps := stepStates(a)
+	for _, s := range []string{"transcript", "summary", "describe"} {
+		if steps[s].Status != wire.StatusSucceeded {
+			t.Errorf("step %s = %+v", s, steps[s])
+		}
+	}
+	_, body := h.get(t, output(t, a, "transcript.json").URL, nil)
+	var tr struct {
+		Provider string
+		Text     string
+		Segments []struct{ Start, End float64 }
+	}
+	if err := json.Unmarshal(body, &tr); err != nil || tr.Provider != "fake-openai" || tr.Text != aitest.SampleTranscript().Text() || len(tr.Segments) == 0 {
+		t.Errorf("transcript.json = %s (%v)", body, err)
+	}
+	if _, vtt := h.get(t, output(t, a, "transcript.vtt").URL, nil); !strings.HasPrefix(string(vtt), "WEBVTT\n") {
+		t.Errorf("transcript.vtt = %q", vtt)
+	}
+	if _, sum := h.get(t, output(t, a, "summary.json").URL, nil); !strings.Contains(string(sum), `"provider": "fake-openai"`) {
+		t.Errorf("summary.json = %s", sum)
+	}
+	// tags: the fake serves no tag model and the local classifier may
+	// not be installed here; either way the step does not fail the asset.
+	if s := steps["tags"]; s.Status == wire.StatusFailed {
+		t.Errorf("tags failed: %+v", s)
+	}
+
+	// The provider goes down: every call fails.
+	calls := fake.Calls()
+	fake.FailNext(1000, http.StatusServiceUnavailable)
+	// Another clip: the same audio would be answered from the cache.
+	other := mediatest.Generate(t, t.TempDir(), "other", mediatest.Clip{Width: 320, Height: 240, Duration: 2, Video: true, Audio: true})
+	id2 := h.uploadPut(t, other)
+	a2 := h.wait(t, id2)
+	if a2.Status != wire.StatusSucceeded {
+		t.Fatalf("asset with a dead provider: %s %q, want succeeded", a2.Status, a2.Error)
+	}
+	if fake.Calls() == calls {
+		t.Fatal("the provider was not called")
+	}
+	missing := map[string]string{}
+	for _, m := range a2.Degraded {
+		missing[m.Step] = m.Reason
+	}
+	for _, s := range []string{"transcript", "describe"} {
+		if !strings.Contains(missing[s], "HTTP 503") || strings.Contains(missing[s], "sk-test-secret") {
+			t.Errorf("degraded %s: %q, want the provider's 503 (and no key)", s, missing[s])
+		}
+	}
+	if s := stepStates(a2)["summary"]; s.Status != "skipped" || s.Reason != "needs transcript, which was degraded" {
+		t.Errorf("summary after a degraded transcript = %+v", s)
+	}
+	output(t, a2, "thumbnail.jpg") // media outputs are kept
+
+	// It comes back; a reprocess of the missing steps fills them in.
+	fake.ClearFaults()
+	if _, err := h.client.Reprocess(ctxT(t, 30*time.Second), id2, []string{"transcript", "summary", "describe"}); err != nil {
+		t.Fatal(err)
+	}
+	a3 := h.wait(t, id2)
+	if a3.Status != wire.StatusSucceeded || len(a3.Degraded) != 0 {
+		t.Errorf("after reprocess: %s, degraded %+v", a3.Status, a3.Degraded)
+	}
+	output(t, a3, "transcript.json")
+	output(t, a3, "summary.json")
+}
