@@ -40,3 +40,7 @@ need_packages() {
 
 need_go
 need_packages
+
+# The local AI providers (Tesseract, the nsfwjs sidecar): optional, so a
+# failure here is a warning (SLUICE_SKIP_AI_DEPS=1 skips it).
+source "$(dirname "${BASH_SOURCE[0]}")/ai-deps.sh"

@@ -92,9 +92,9 @@ func (c *httpClient) post(ctx context.Context, endpoint, contentType string, bod
 		RetryAfter: parseRetryAfter(resp.Header, time.Now()),
 		Temporary:  temporaryHTTPStatus(resp.StatusCode),
 	}
-	if code, msg, found := envelope(data); found {
-		pe.Code, pe.Message = code, msg
-	} else {
+	code, msg, found := envelope(data)
+	pe.Code, pe.Message = code, msg
+	if !found || msg == "" {
 		pe.Message = httpStatusMessage(resp.StatusCode, data)
 	}
 	pe.Code = c.redact(pe.Code)
@@ -186,7 +186,7 @@ func parseRetryAfter(h http.Header, now time.Time) time.Duration {
 		return time.Duration(s * float64(time.Second))
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > time.Hour {
+		if d := t.Sub(now); d > 0 {
 			return d
 		}
 	}

@@ -231,6 +231,41 @@ func TestNSFWUnavailable(t *testing.T) {
 	}
 }
 
+// A sidecar that cannot start says why (its stderr), and is not tried
+// again at once.
+func TestNSFWStartFailure(t *testing.T) {
+	requireNSFW(t)
+	dir := t.TempDir()
+	src, err := os.ReadFile(filepath.Join(nsfwTestDir, "server.mjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "server.mjs"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range nsfwModules { // packages without code
+		if err := os.MkdirAll(filepath.Join(dir, "node_modules", m), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pkg := fmt.Sprintf(`{"name":%q,"version":"0.0.0","main":"missing.js"}`, m)
+		if err := os.WriteFile(filepath.Join(dir, "node_modules", m, "package.json"), []byte(pkg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := newTestNSFW(t, ProviderConfig{}, NSFWOptions{Dir: dir})
+	err = n.Available(context.Background())
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "sidecar failed to start") || !strings.Contains(err.Error(), "@tensorflow/tfjs") {
+		t.Fatalf("Available: %v, want ErrUnavailable with the sidecar's error about @tensorflow/tfjs", err)
+	}
+	again := n.Available(context.Background())
+	if again == nil || again.Error() != err.Error() {
+		t.Errorf("second Available: %v, want the same error", again)
+	}
+	if got := sidecarsWithToken(t, n.token); len(got) != 0 {
+		t.Errorf("node processes %v left running", got)
+	}
+}
+
 func TestNSFWRestartsAfterKill(t *testing.T) {
 	requireNSFW(t)
 	n := newTestNSFW(t, ProviderConfig{}, NSFWOptions{})

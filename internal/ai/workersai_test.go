@@ -111,6 +111,20 @@ func TestWorkersAITranscribeWhisper(t *testing.T) {
 		t.Errorf("got model %q, %d bytes of %s; want the raw file", rec.Model, len(rec.Body), rec.Header.Get("Content-Type"))
 	}
 
+	t.Run("words only", func(t *testing.T) {
+		// Segments end at a sentence end or a pause of a second or more.
+		fake.Fail(1, aitest.Fault{Body: `{"result":{"text":"Hi there. How are you ok","word_count":6,"words":[
+			{"word":"Hi","start":0,"end":0.3},{"word":"there.","start":0.3,"end":0.8},
+			{"word":"How","start":2.5,"end":2.7},{"word":"are","start":2.7,"end":2.9},{"word":"you","start":2.9,"end":3.2},
+			{"word":"ok","start":5,"end":5.3}]},"success":true,"errors":[],"messages":[]}`})
+		tr, _, err := p.Transcribe(context.Background(), ai.TranscribeRequest{Audio: audio, Filename: "a.wav"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSegments(t, tr.Segments, []aitest.Segment{
+			{Start: 0, End: 0.8, Text: "Hi there."}, {Start: 2.5, End: 3.2, Text: "How are you"}, {Start: 5, End: 5.3, Text: "ok"},
+		})
+	})
 	t.Run("vtt only", func(t *testing.T) {
 		fake.Fail(1, aitest.Fault{Body: `{"result":{"text":"One. Two.","vtt":"WEBVTT\n\n00:00.000 --> 00:01.500\nOne.\n\n00:01.500 --> 00:03.250 align:start\nTwo.\n"},"success":true,"errors":[],"messages":[]}`})
 		tr, _, err := p.Transcribe(context.Background(), ai.TranscribeRequest{Audio: audio, Filename: "a.wav"})

@@ -59,21 +59,26 @@ process.stdin.on("error", () => process.exit(0));
 process.stdin.resume();
 for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => process.exit(0));
 
-const tf = await import("@tensorflow/tfjs");
-const wasm = await import("@tensorflow/tfjs-backend-wasm");
-const { load } = await import("nsfwjs/core");
-const jpeg = (await import("jpeg-js")).default;
-const { PNG } = (await import("pngjs")).default;
+let tf, jpeg, PNG, model;
+try {
+  tf = await import("@tensorflow/tfjs");
+  const wasm = await import("@tensorflow/tfjs-backend-wasm");
+  const { load } = await import("nsfwjs/core");
+  jpeg = (await import("jpeg-js")).default;
+  ({ PNG } = (await import("pngjs")).default);
 
-// The .wasm binaries sit in the package; without this the backend would
-// look for them next to the page, as in a browser.
-wasm.setWasmPaths(join(here, "node_modules/@tensorflow/tfjs-backend-wasm/dist") + "/");
-if (!(await tf.setBackend("wasm"))) fail("cannot initialize the tfjs wasm backend");
-await tf.ready();
+  // The .wasm binaries sit in the package; without this the backend
+  // would look for them next to the page, as in a browser.
+  wasm.setWasmPaths(join(here, "node_modules/@tensorflow/tfjs-backend-wasm/dist") + "/");
+  if (!(await tf.setBackend("wasm"))) throw new Error("cannot initialize the tfjs wasm backend");
+  await tf.ready();
 
-const [modPath, modExport] = modelModules[modelName];
-const modelDef = (await import(modPath))[modExport];
-const model = await load(modelName, { modelDefinitions: [modelDef] });
+  const [modPath, modExport] = modelModules[modelName];
+  const modelDef = (await import(modPath))[modExport];
+  model = await load(modelName, { modelDefinitions: [modelDef] });
+} catch (e) {
+  fail(`cannot load ${modelName}: ${e.message} (reinstall the modules: npm ci in ${here})`);
+}
 
 function version(pkg) {
   try {
