@@ -203,7 +203,7 @@ pipelines:
         uses: thumbnail
         with: {width: 160}
   - extends: video
-    disable: [hls, storyboard, preview, analyze, waveform]
+    disable: [hls, storyboard, preview, analyze, waveform, ocr, moderation, tags, describe, transcript, summary]
 `)}
 	h := start(t, cfg)
 	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Width: 640, Height: 360, Duration: 2, Video: true, Audio: true})
