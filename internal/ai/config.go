@@ -3,6 +3,7 @@ package ai
 import (
 	"errors"
 	"fmt"
+	"github.com/sluice-media/sluice/internal/pipeline"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -228,29 +229,9 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// ConfigError is one error in an AI configuration file.
-type ConfigError struct {
-	File         string
-	Line, Column int
-	// Field is the path to the field at fault, such as
-	// "providers[1].limits.timeout" (indexes from 0).
-	Field string
-	Msg   string
-}
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d:%d", e.Line, e.Column)
-	}
-	b.WriteString(": ")
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+// ConfigError is one error in an AI configuration file: the same
+// file:line:col: field: message form as pipeline files.
+type ConfigError = pipeline.ConfigError
 
 // LoadConfig reads the AI configuration file at path, resolving API keys
 // and account ids named by environment variables through getenv (nil:

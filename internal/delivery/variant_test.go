@@ -3,7 +3,6 @@ package delivery
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -542,7 +541,7 @@ func (h *harness) pictureInfo(t *testing.T, body []byte, format string) (w, hh, 
 		t.Fatal(err)
 	}
 	if format == "webp" {
-		w, hh, frames, err := webpInfo(body)
+		w, hh, frames, err := mediatest.WebPInfo(body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -559,27 +558,6 @@ func (h *harness) pictureInfo(t *testing.T, body []byte, format string) (w, hh, 
 		}
 	}
 	return w, hh, frames
-}
-
-// webpInfo reads the canvas size (from VP8X) and the number of ANMF
-// chunks of a WebP file; frames is 0 for a still.
-func webpInfo(data []byte) (w, h, frames int, err error) {
-	if len(data) < 12 || string(data[:4]) != "RIFF" || string(data[8:12]) != "WEBP" {
-		return 0, 0, 0, errors.New("not a WebP file")
-	}
-	for p := 12; p+8 <= len(data); {
-		id, size := string(data[p:p+4]), int(binary.LittleEndian.Uint32(data[p+4:p+8]))
-		body := data[p+8 : min(p+8+size, len(data))]
-		switch {
-		case id == "VP8X" && len(body) >= 10:
-			w = 1 + (int(body[4]) | int(body[5])<<8 | int(body[6])<<16)
-			h = 1 + (int(body[7]) | int(body[8])<<8 | int(body[9])<<16)
-		case id == "ANMF":
-			frames++
-		}
-		p += 8 + size + size%2
-	}
-	return w, h, frames, nil
 }
 
 // waitFor polls cond until it holds; the deadline only stops a hung test.

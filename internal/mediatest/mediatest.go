@@ -8,6 +8,7 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -297,4 +298,26 @@ func LightPipeline(t testing.TB, thumbWidth int) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// WebPInfo reads the canvas size (from the VP8X chunk) and the number of
+// ANMF chunks of a WebP file; frames is 0 for a still. FFmpeg 5.1 cannot
+// decode animated WebP, so tests read the RIFF chunks themselves.
+func WebPInfo(data []byte) (w, h, frames int, err error) {
+	if len(data) < 12 || string(data[:4]) != "RIFF" || string(data[8:12]) != "WEBP" {
+		return 0, 0, 0, errors.New("not a WebP file")
+	}
+	for p := 12; p+8 <= len(data); {
+		id, size := string(data[p:p+4]), int(binary.LittleEndian.Uint32(data[p+4:p+8]))
+		body := data[p+8 : min(p+8+size, len(data))]
+		switch {
+		case id == "VP8X" && len(body) >= 10:
+			w = 1 + (int(body[4]) | int(body[5])<<8 | int(body[6])<<16)
+			h = 1 + (int(body[7]) | int(body[8])<<8 | int(body[9])<<16)
+		case id == "ANMF":
+			frames++
+		}
+		p += 8 + size + size%2
+	}
+	return w, h, frames, nil
 }
