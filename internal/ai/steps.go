@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/sluice-media/sluice/internal/media"
@@ -65,10 +66,12 @@ func Types(g *Gateway, e *media.Engines) []pipeline.StepType {
 		},
 		{
 			Name: "moderation", Heavy: true,
-			Doc:    "flagged categories with scores, over frames of the video or the image: moderation.json",
-			Params: []pipeline.Param{frames, width},
+			Doc: "flagged categories with scores, over frames of the video or the image: moderation.json",
+			Params: []pipeline.Param{frames, width,
+				{Name: "quarantine", Kind: pipeline.Bool, Default: false,
+					Doc: "hold a flagged asset's outputs back from delivery until released (POST /v1/assets/{id}/release)"}},
 			New: func(p pipeline.Params) (pipeline.Step, error) {
-				return &moderationStep{framer: framer{e: e, n: p.Int("frames"), width: p.Int("width")}, g: g}, nil
+				return &moderationStep{framer: framer{e: e, n: p.Int("frames"), width: p.Int("width")}, g: g, quarantine: p.Bool("quarantine")}, nil
 			},
 		},
 		{
@@ -284,7 +287,8 @@ func (s *tagsStep) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result,
 // and the worst of them for the asset.
 type moderationStep struct {
 	framer
-	g *Gateway
+	g          *Gateway
+	quarantine bool
 }
 
 func (*moderationStep) Name() string                   { return "moderation" }
@@ -322,7 +326,25 @@ func (s *moderationStep) Run(ctx context.Context, job *pipeline.Job) (pipeline.R
 		Moderation
 		Frames []verdict `json:"frames"`
 	}{answerOf(meta), total, perFrame})
-	return pipeline.Result{Outputs: []pipeline.Output{out}}, err
+	res := pipeline.Result{Outputs: []pipeline.Output{out}}
+	if total.Flagged && s.quarantine {
+		res.Quarantine = "flagged by moderation (" + flaggedSummary(total.Categories) + ")"
+	}
+	return res, err
+}
+
+// flaggedSummary lists the highest-scoring categories, for a reason.
+func flaggedSummary(cats map[string]float64) string {
+	names := make([]string, 0, len(cats))
+	for c := range cats {
+		names = append(names, c)
+	}
+	sort.Slice(names, func(i, j int) bool { return cats[names[i]] > cats[names[j]] })
+	var parts []string
+	for _, c := range names[:min(3, len(names))] {
+		parts = append(parts, fmt.Sprintf("%s %.2f", c, cats[c]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ocrStep: text in frames, with the time of each frame; consecutive

@@ -14,6 +14,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -38,7 +39,13 @@ type Server struct {
 	// ShortMaxAge is the Cache-Control max-age, in seconds, for URLs that
 	// are not pinned to the current version.
 	ShortMaxAge int
+	// Held, when set, reports why an asset's outputs are held back from
+	// delivery ("" when they are not): a quarantine after moderation.
+	Held func(ctx context.Context, assetID string) (string, error)
 }
+
+// ErrHeld means the asset's outputs are quarantined.
+var ErrHeld = errors.New("delivery: the asset is quarantined")
 
 // New returns a delivery server for b.
 func New(b blob.Bucket, m *telemetry.Metrics) *Server {
@@ -71,6 +78,16 @@ func (s *Server) ServeImmutable(ctx context.Context, w http.ResponseWriter, r *h
 func (s *Server) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, key string, immutable bool) error {
 	if !strings.HasPrefix(key, servable) || path.Clean(key) != key {
 		return fmt.Errorf("%w: %s", blob.ErrNotFound, key)
+	}
+	if s.Held != nil {
+		id, _, _ := strings.Cut(strings.TrimPrefix(key, servable), "/")
+		reason, err := s.Held(ctx, id)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			return fmt.Errorf("%w: %s", ErrHeld, reason)
+		}
 	}
 	obj, err := s.bucket.Open(ctx, key)
 	if err != nil {

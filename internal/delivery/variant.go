@@ -283,6 +283,9 @@ func (v *Variants) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if a.Quarantine != "" {
+		return fmt.Errorf("%w: %s", ErrHeld, a.Quarantine)
+	}
 	m, err := assetMedia(a)
 	if err != nil {
 		return err

@@ -57,6 +57,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_key"
 	case errors.Is(err, store.ErrConflict), errors.Is(err, upload.ErrAlreadyUploaded), errors.Is(err, upload.ErrNotReady):
 		return http.StatusConflict, "conflict"
+	case errors.Is(err, delivery.ErrHeld):
+		return http.StatusForbidden, "quarantined"
 	case errors.Is(err, auth.ErrExpired):
 		return http.StatusForbidden, "url_expired"
 	case errors.Is(err, auth.ErrBadSignature), errors.Is(err, auth.ErrUnsigned):

@@ -102,6 +102,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/assets", g.listAssets)
 	m.HandleFunc("GET /v1/assets/{id}", g.getAsset)
 	m.HandleFunc("POST /v1/assets/{id}/reprocess", g.reprocess)
+	m.HandleFunc("POST /v1/assets/{id}/release", g.release)
 	m.HandleFunc("GET /v1/pipelines", g.listPipelines)
 	if g.deps.Variants != nil {
 		for _, f := range delivery.VariantFiles {

@@ -142,7 +142,7 @@ func assetView(a store.Asset, outputs []store.Output, steps []store.Step, base s
 		ID: a.ID, Name: a.Name, Status: string(a.Status), Error: a.Error,
 		ContentType: a.ContentType, Size: a.Size, ETag: a.ETag,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, UploadedAt: timePtr(a.UploadedAt),
-		Metadata: a.Metadata, Pipeline: a.Pipeline,
+		Metadata: a.Metadata, Pipeline: a.Pipeline, Quarantined: a.Quarantine,
 		Media:   a.Media,
 		Outputs: []wire.Output{},
 		Steps:   []wire.Step{},
@@ -307,4 +307,20 @@ func PipelineList(set *pipeline.Set) wire.PipelineList {
 		out.Pipelines = append(out.Pipelines, wp)
 	}
 	return out
+}
+
+// release lifts a quarantine: the asset's outputs are delivered again.
+func (g *Gateway) release(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	if err := g.deps.Store.SetQuarantine(ctx, id, ""); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	a, err := g.deps.Store.GetAsset(ctx, id)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, assetView(a, nil, nil, ""))
 }

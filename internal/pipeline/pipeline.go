@@ -73,6 +73,10 @@ type Result struct {
 	// Media is set by the step that probes the input.
 	Media   *Media
 	Outputs []Output
+	// Quarantine, when set, holds the asset's outputs back from delivery
+	// until an operator releases it; it says why (a moderation step's
+	// verdict, under a pipeline policy that asks for it).
+	Quarantine string
 }
 
 // Step is one unit of work in a pipeline. Steps must be idempotent: running

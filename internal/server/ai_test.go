@@ -118,3 +118,54 @@ pipelines:
 	output(t, a3, "transcript.json")
 	output(t, a3, "summary.json")
 }
+
+// TestQuarantine: a moderation step under a quarantine policy holds a
+// flagged asset's outputs back from delivery until it is released.
+func TestQuarantine(t *testing.T) {
+	fake := aitest.NewOpenAI(t, aitest.OpenAIOptions{
+		Moderate: func(text string, images [][]byte) map[string]float64 { return map[string]float64{"violence": 0.91} },
+	})
+	cfg := testConfig(t)
+	cfg.AIConfig = writePipelines(t, `
+providers:
+  - name: mod
+    type: openai
+    base_url: `+fake.BaseURL()+`
+    models: {moderate: omni-moderation-latest}
+`)
+	cfg.Pipelines = []string{writePipelines(t, `
+pipelines:
+  - name: held
+    steps:
+      - uses: probe
+      - uses: thumbnail
+      - uses: moderation
+        with: {frames: 1, quarantine: true}
+`)}
+	h := start(t, cfg)
+	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Width: 320, Height: 240, Duration: 2, Video: true})
+	id := h.uploadPut(t, clip)
+	a := h.wait(t, id)
+	if a.Status != wire.StatusSucceeded || !strings.Contains(a.Quarantined, "violence 0.91") {
+		t.Fatalf("asset: %s %q, quarantined %q", a.Status, a.Error, a.Quarantined)
+	}
+	thumb := output(t, a, "thumbnail.jpg")
+	if r, body := h.get(t, thumb.URL, nil); r.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"quarantined"`) {
+		t.Errorf("held output: %s %s, want 403 quarantined", r.Status, body)
+	}
+	if r, _ := h.get(t, h.URL()+"/v1/assets/"+id+"/thumbnail.jpg?width=64", nil); r.StatusCode != http.StatusForbidden {
+		t.Errorf("held on-demand thumbnail: %s, want 403", r.Status)
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.URL()+"/v1/assets/"+id+"/release", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("release: %s", resp.Status)
+	}
+	if r, _ := h.get(t, thumb.URL, nil); r.StatusCode != http.StatusOK {
+		t.Errorf("released output: %s, want 200", r.Status)
+	}
+}

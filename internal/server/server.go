@@ -148,6 +148,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	})
 
 	deliv := delivery.New(s.bucket, s.Metrics)
+	deliv.Held = func(ctx context.Context, assetID string) (string, error) {
+		a, err := s.store.GetAsset(ctx, assetID)
+		return a.Quarantine, err
+	}
 	if err := os.MkdirAll(cfg.Variants.ScratchDir, 0o750); err != nil {
 		return nil, err
 	}

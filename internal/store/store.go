@@ -70,6 +70,9 @@ type Asset struct {
 	// Pipeline is the name of the pipeline processing the asset; empty
 	// until a worker picks one.
 	Pipeline string
+	// Quarantine, when not empty, says why the asset's outputs are held
+	// back from delivery (moderation flagged it) until released.
+	Quarantine string
 }
 
 // Object is what MarkUploaded records about the stored source object.
@@ -156,6 +159,9 @@ type Store interface {
 	SetMedia(ctx context.Context, id string, media json.RawMessage) error
 	// SetPipeline records the pipeline chosen for the asset.
 	SetPipeline(ctx context.Context, id, name string) error
+	// SetQuarantine holds the asset's outputs back from delivery with a
+	// reason, or releases them (reason "").
+	SetQuarantine(ctx context.Context, id, reason string) error
 
 	// ClaimJob creates the job on first call and takes its lease unless
 	// another owner holds a live one (ErrLeased). A finished job is

@@ -34,6 +34,9 @@ type Asset struct {
 	// provider failed), with why; the asset still succeeds, and a
 	// reprocess of those steps can fill them in.
 	Degraded []Missing `json:"degraded,omitempty"`
+	// Quarantined, when set, says why the asset's outputs are held back
+	// from delivery (403) until POST /v1/assets/{id}/release.
+	Quarantined string `json:"quarantined,omitempty"`
 	// Pipeline is the pipeline processing the asset.
 	Pipeline string          `json:"pipeline,omitempty"`
 	Media    json.RawMessage `json:"media"`

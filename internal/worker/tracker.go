@@ -169,6 +169,12 @@ func (t *tracker) store(ctx context.Context, step string, res pipeline.Result) e
 			return err
 		}
 	}
+	if res.Quarantine != "" {
+		// Before the outputs, so that none is ever deliverable unheld.
+		if err := t.w.store.SetQuarantine(ctx, t.asset.ID, res.Quarantine); err != nil {
+			return err
+		}
+	}
 	if len(res.Outputs) == 0 && res.Media != nil {
 		return nil
 	}

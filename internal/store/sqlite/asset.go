@@ -15,7 +15,7 @@ import (
 )
 
 const assetColumns = `id, name, content_type, bucket, object_key, size, etag,
-	status, error, media, created_at, updated_at, uploaded_at, metadata, pipeline`
+	status, error, media, created_at, updated_at, uploaded_at, metadata, pipeline, quarantine`
 
 func scanAsset(sc scanner) (store.Asset, error) {
 	var (
@@ -25,7 +25,7 @@ func scanAsset(sc scanner) (store.Asset, error) {
 		created, updated, uploaded sql.NullInt64
 	)
 	err := sc.Scan(&a.ID, &a.Name, &a.ContentType, &a.Bucket, &a.Key, &a.Size, &a.ETag,
-		&status, &a.Error, &media, &created, &updated, &uploaded, &metadata, &a.Pipeline)
+		&status, &a.Error, &media, &created, &updated, &uploaded, &metadata, &a.Pipeline, &a.Quarantine)
 	if err != nil {
 		return store.Asset{}, err
 	}
@@ -97,11 +97,11 @@ func (s *Store) CreateAsset(ctx context.Context, a store.Asset) error {
 		metadata = string(b)
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO assets (`+assetColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		a.ID, a.Name, a.ContentType, a.Bucket, a.Key, a.Size, a.ETag,
 		string(a.Status), a.Error, media, a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), nullTime(a.UploadedAt),
-		metadata, a.Pipeline)
+		metadata, a.Pipeline, a.Quarantine)
 	if err == nil {
 		err = rowsAffected(res)
 	}
@@ -251,6 +251,20 @@ func (s *Store) SetPipeline(ctx context.Context, id, name string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("sqlite: set asset %q pipeline: %w", id, err)
+	}
+	return nil
+}
+
+// SetQuarantine holds the asset's outputs back from delivery, with a
+// reason, or releases them (reason "").
+func (s *Store) SetQuarantine(ctx context.Context, id, reason string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE assets SET quarantine = ?, updated_at = ? WHERE id = ?`,
+		reason, utcNow().UnixNano(), id)
+	if err == nil {
+		err = rowsAffected(res)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: set asset %q quarantine: %w", id, err)
 	}
 	return nil
 }

@@ -114,3 +114,24 @@ func testReplaceOutputs(t *testing.T, s store.Store) {
 	_, err = s.ReplaceOutputs(ctx, "nope", "hls", first)
 	wantErr(t, "ReplaceOutputs(unknown asset)", err, store.ErrNotFound)
 }
+
+func testQuarantine(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustCreate(t, s, newAsset("a1", epoch))
+	if got := mustGet(t, s, "a1"); got.Quarantine != "" {
+		t.Errorf("new asset quarantined: %q", got.Quarantine)
+	}
+	if err := s.SetQuarantine(ctx, "a1", "flagged: porn 0.93"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, "a1"); got.Quarantine != "flagged: porn 0.93" {
+		t.Errorf("Quarantine = %q", got.Quarantine)
+	}
+	if err := s.SetQuarantine(ctx, "a1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, "a1"); got.Quarantine != "" {
+		t.Errorf("after release: %q", got.Quarantine)
+	}
+	wantErr(t, "SetQuarantine(unknown)", s.SetQuarantine(ctx, "nope", "x"), store.ErrNotFound)
+}

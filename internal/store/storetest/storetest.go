@@ -75,6 +75,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MetadataAndPipeline", testMetadataAndPipeline},
 		{"ListJobSteps", testListJobSteps},
 		{"ReplaceOutputs", testReplaceOutputs},
+		{"Quarantine", testQuarantine},
 		{"ConcurrentWrites", testConcurrentWrites},
 	}
 	for _, tt := range tests {
