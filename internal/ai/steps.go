@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -50,10 +51,10 @@ func Types(g *Gateway, e *media.Engines) []pipeline.StepType {
 		},
 		{
 			Name: "describe", Heavy: true,
-			Doc:    "a short description of the video or image from a vision model: describe.json",
+			Doc:    "a short description of the video or image from a vision model, shown a frame of each of its longest scenes: describe.json",
 			Params: []pipeline.Param{frames, width, {Name: "prompt", Kind: pipeline.String, Default: defaultDescribePrompt}},
 			New: func(p pipeline.Params) (pipeline.Step, error) {
-				return &describeStep{framer: framer{e: e, n: p.Int("frames"), width: p.Int("width")}, g: g, prompt: p.String("prompt")}, nil
+				return &describeStep{framer: framer{e: e, n: p.Int("frames"), width: p.Int("width"), scenes: true}, g: g, prompt: p.String("prompt")}, nil
 			},
 		},
 		{
@@ -76,14 +77,14 @@ func Types(g *Gateway, e *media.Engines) []pipeline.StepType {
 		},
 		{
 			Name: "ocr", Heavy: true,
-			Doc: "text seen in frames of the video (with times) or in the image: ocr.json",
+			Doc: "text seen in the video (a frame of each of its longest scenes, with times) or in the image: ocr.json",
 			Params: []pipeline.Param{
 				{Name: "frames", Kind: pipeline.Int, Default: 8, Min: 1, Max: 64, Doc: "frames read, spread over the video"},
 				{Name: "width", Kind: pipeline.Int, Default: 1280, Min: 64, Max: 4096},
 				{Name: "languages", Kind: pipeline.Strings, Doc: "Tesseract language codes; default the provider's"},
 			},
 			New: func(p pipeline.Params) (pipeline.Step, error) {
-				return &ocrStep{framer: framer{e: e, n: p.Int("frames"), width: p.Int("width")}, g: g, languages: p.Strings("languages")}, nil
+				return &ocrStep{framer: framer{e: e, n: p.Int("frames"), width: p.Int("width"), scenes: true}, g: g, languages: p.Strings("languages")}, nil
 			},
 		},
 		{
@@ -160,13 +161,16 @@ func writeJSON(job *pipeline.Job, name string, v any) (pipeline.Output, error) {
 
 func call(job *pipeline.Job) Call { return Call{AssetID: job.AssetID} }
 
-// framer renders frames of a job's input to send to a model: n spread
-// evenly over a video (at the middle of n equal parts), or the one
-// picture of a still.
+// framer renders frames of a job's input to send to a model: for a
+// video, n of them, one in each of the n longest scenes when scenes is
+// set (scene changes found by the analyze step's detector; with fewer
+// scenes than n, the longest are split), else spread evenly; for a
+// still, its one picture.
 type framer struct {
-	e     *media.Engines
-	n     int
-	width int
+	e      *media.Engines
+	n      int
+	width  int
+	scenes bool
 }
 
 type frame struct {
@@ -177,21 +181,31 @@ type frame struct {
 func hasPicture(job *pipeline.Job) bool { return job.Media != nil && job.Media.Video() != nil }
 
 func (f framer) frames(ctx context.Context, job *pipeline.Job) ([]frame, error) {
-	n := f.n
-	if job.Media.Duration <= 0 {
-		n = 1
-	}
 	dir, err := os.MkdirTemp(job.Dir, "frames-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	var at []float64
+	switch {
+	case job.Media.Duration <= 0:
+		at = []float64{0}
+	case f.scenes && f.n > 1:
+		cuts, err := sceneChanges(ctx, f.e, job, dir)
+		if err != nil {
+			return nil, err
+		}
+		at = pickInScenes(job.Media.Duration, cuts, f.n)
+	default:
+		for i := range f.n {
+			at = append(at, job.Media.Duration*(float64(i)+0.5)/float64(f.n))
+		}
+	}
 	var out []frame
-	for i := range n {
-		at := job.Media.Duration * (float64(i) + 0.5) / float64(n)
+	for i, t := range at {
 		name := fmt.Sprintf("f%03d.jpg", i)
 		err := media.RenderFrame(ctx, f.e, job.Input, job.Media, dir, name,
-			media.FrameOptions{Format: media.FormatJPEG, At: at, Width: f.width, Engine: job.Engine})
+			media.FrameOptions{Format: media.FormatJPEG, At: t, Width: f.width, Engine: job.Engine})
 		if err != nil {
 			return nil, err
 		}
@@ -199,9 +213,73 @@ func (f framer) frames(ctx context.Context, job *pipeline.Job) ([]frame, error) 
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, frame{At: at, Image: Image{Data: data, ContentType: "image/jpeg"}})
+		out = append(out, frame{At: t, Image: Image{Data: data, ContentType: "image/jpeg"}})
 	}
 	return out, nil
+}
+
+// sceneChanges runs the analyze step's scene detector over the job.
+func sceneChanges(ctx context.Context, e *media.Engines, job *pipeline.Job, dir string) ([]float64, error) {
+	a := &media.Analyze{Engines: e, Detect: []string{media.DetectScenes}, SceneThreshold: 0.3}
+	view := *job
+	view.Dir = dir
+	if _, err := a.Run(ctx, &view); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, media.AnalysisName))
+	if err != nil {
+		return nil, err
+	}
+	var an media.Analysis
+	if err := json.Unmarshal(data, &an); err != nil {
+		return nil, err
+	}
+	var cuts []float64
+	for _, sc := range an.Scenes {
+		cuts = append(cuts, sc.Time)
+	}
+	return cuts, nil
+}
+
+// pickInScenes returns n times in [0, dur): the middles of the n longest
+// stretches between cuts, in time order. Stretches are split in half,
+// longest first, until there are at least n.
+func pickInScenes(dur float64, cuts []float64, n int) []float64 {
+	type span struct{ start, end float64 }
+	var spans []span
+	prev := 0.0
+	for _, c := range cuts {
+		if c > prev && c < dur {
+			spans = append(spans, span{prev, c})
+			prev = c
+		}
+	}
+	spans = append(spans, span{prev, dur})
+	longest := func(a, b span) int { return cmpFloat(b.end-b.start, a.end-a.start) }
+	for len(spans) < n {
+		slices.SortStableFunc(spans, longest)
+		s := spans[0]
+		mid := (s.start + s.end) / 2
+		spans = append(spans[1:], span{s.start, mid}, span{mid, s.end})
+	}
+	slices.SortStableFunc(spans, longest)
+	spans = spans[:n]
+	at := make([]float64, n)
+	for i, s := range spans {
+		at[i] = (s.start + s.end) / 2
+	}
+	slices.Sort(at)
+	return at
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func images(fs []frame) []Image {

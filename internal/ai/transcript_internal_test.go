@@ -1,6 +1,7 @@
 package ai
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -54,5 +55,29 @@ func TestSubtitles(t *testing.T) {
 	}
 	if got := lastWords([]Segment{{0, 1, "alpha beta"}, {1, 2, "gamma delta"}}, 14); got != "beta gamma delta" && got != "gamma delta" {
 		t.Errorf("lastWords = %q", got)
+	}
+}
+
+func TestPickInScenes(t *testing.T) {
+	for _, tc := range []struct {
+		dur  float64
+		cuts []float64
+		n    int
+		want []float64
+	}{
+		// Three scenes of 2, 6 and 2 s; two frames: the 6 s one and the first 2 s one.
+		{10, []float64{2, 8}, 2, []float64{1, 5}},
+		// One cut, three frames: the longer scene is split.
+		{10, []float64{4}, 3, []float64{2, 5.5, 8.5}},
+		// Four scenes, two frames: the two longest.
+		{10, []float64{1, 5, 6}, 2, []float64{3, 8}},
+		// No cuts: even halves.
+		{8, nil, 2, []float64{2, 6}},
+		{8, nil, 1, []float64{4}},
+	} {
+		got := pickInScenes(tc.dur, tc.cuts, tc.n)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("pickInScenes(%v, %v, %d) = %v, want %v", tc.dur, tc.cuts, tc.n, got, tc.want)
+		}
 	}
 }
