@@ -191,7 +191,7 @@ func (f framer) frames(ctx context.Context, job *pipeline.Job) ([]frame, error) 
 	case job.Media.Duration <= 0:
 		at = []float64{0}
 	case f.scenes && f.n > 1:
-		cuts, err := sceneChanges(ctx, f.e, job, dir)
+		cuts, err := sceneChanges(ctx, f.e, job)
 		if err != nil {
 			return nil, err
 		}
@@ -219,26 +219,13 @@ func (f framer) frames(ctx context.Context, job *pipeline.Job) ([]frame, error) 
 }
 
 // sceneChanges runs the analyze step's scene detector over the job.
-func sceneChanges(ctx context.Context, e *media.Engines, job *pipeline.Job, dir string) ([]float64, error) {
-	a := &media.Analyze{Engines: e, Detect: []string{media.DetectScenes}, SceneThreshold: 0.3}
-	view := *job
-	view.Dir = dir
-	if _, err := a.Run(ctx, &view); err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(filepath.Join(dir, media.AnalysisName))
-	if err != nil {
-		return nil, err
-	}
-	var an media.Analysis
-	if err := json.Unmarshal(data, &an); err != nil {
-		return nil, err
-	}
+func sceneChanges(ctx context.Context, e *media.Engines, job *pipeline.Job) ([]float64, error) {
+	an, err := (&media.Analyze{Engines: e, Detect: []string{media.DetectScenes}, SceneThreshold: 0.3}).Measure(ctx, job)
 	var cuts []float64
 	for _, sc := range an.Scenes {
 		cuts = append(cuts, sc.Time)
 	}
-	return cuts, nil
+	return cuts, err
 }
 
 // pickInScenes returns n times in [0, dur): the middles of the n longest

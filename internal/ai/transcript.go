@@ -2,7 +2,6 @@ package ai
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -126,26 +125,9 @@ func (s *transcriptStep) Run(ctx context.Context, job *pipeline.Job) (pipeline.R
 
 // silences finds pauses of at least 0.3 s in the audio, where cuts go.
 func (s *transcriptStep) silences(ctx context.Context, job *pipeline.Job) ([]media.Span, error) {
-	dir, err := os.MkdirTemp(job.Dir, "silence-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	a := &media.Analyze{Engines: s.e, Detect: []string{media.DetectSilence}, SilenceNoise: -35, SilenceDuration: 300 * time.Millisecond}
-	view := *job
-	view.Dir = dir
-	if _, err := a.Run(ctx, &view); err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(filepath.Join(dir, media.AnalysisName))
-	if err != nil {
-		return nil, err
-	}
-	var an media.Analysis
-	if err := json.Unmarshal(data, &an); err != nil {
-		return nil, err
-	}
-	return an.Silence, nil
+	an, err := a.Measure(ctx, job)
+	return an.Silence, err
 }
 
 // cutAtSilences splits [0, dur) into pieces of at most chunk seconds

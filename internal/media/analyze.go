@@ -3,6 +3,7 @@ package media
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -389,3 +390,26 @@ func readScenes(path string) ([]Scene, error) {
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// Measure runs the analysis for a caller that wants the figures rather
+// than the output file (the AI steps: silences to cut speech at, scenes
+// to pick frames from), in a scratch directory under job.Dir.
+func (a *Analyze) Measure(ctx context.Context, job *pipeline.Job) (Analysis, error) {
+	dir, err := os.MkdirTemp(job.Dir, "analyze-")
+	if err != nil {
+		return Analysis{}, err
+	}
+	defer os.RemoveAll(dir)
+	view := *job
+	view.Dir = dir
+	if _, err := a.Run(ctx, &view); err != nil {
+		return Analysis{}, err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, AnalysisName))
+	if err != nil {
+		return Analysis{}, err
+	}
+	var an Analysis
+	err = json.Unmarshal(data, &an)
+	return an, err
+}
