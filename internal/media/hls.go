@@ -187,15 +187,22 @@ func (h *HLS) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, erro
 	// libx264 as the fallback) decides the end of each rung's filter
 	// chain and the codec options, so the command is built per encoder.
 	build := func(enc H264) Command {
-		// One graph takes each input stream, decoded once, to every rung:
-		// [0:v]split=N[s0][s1]..;[s0]scale=..,format[v0];..;[0:a]asplit=N[a0]..
+		// One graph takes each input stream, decoded once, to every rung.
+		// Rungs run largest first, and each is scaled from the one above
+		// it rather than from the source (a cascade: every scaler after
+		// the first reads a smaller picture):
+		// [0:v]scale=r0[c0];[c0]split[p0][n0];[p0]format[v0];[n0]scale=r1[c1];..
 		var graph strings.Builder
-		fmt.Fprintf(&graph, "[0:%d]split=%d", v.Index, len(rungs))
+		portrait := m.Height > m.Width
+		fmt.Fprintf(&graph, "[0:%d]%s[c0]", v.Index, scaleTo(rungs[0].size, portrait))
 		for i := range rungs {
-			fmt.Fprintf(&graph, "[s%d]", i)
-		}
-		for i, r := range rungs {
-			fmt.Fprintf(&graph, ";[s%d]%s[v%d]", i, enc.VF(scaleTo(r.size, m.Height > m.Width)), i)
+			last := i == len(rungs)-1
+			if last {
+				fmt.Fprintf(&graph, ";[c%d]%s[v%d]", i, enc.VF(""), i)
+				break
+			}
+			fmt.Fprintf(&graph, ";[c%d]split=2[p%d][n%d];[p%d]%s[v%d]", i, i, i, i, enc.VF(""), i)
+			fmt.Fprintf(&graph, ";[n%d]%s[c%d]", i, scaleTo(rungs[i+1].size, portrait), i+1)
 		}
 		if audio != nil {
 			fmt.Fprintf(&graph, ";[0:%d]asplit=%d", audio.Index, len(rungs))

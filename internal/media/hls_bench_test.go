@@ -16,8 +16,9 @@ import (
 // BenchmarkHLSLadder encodes a ladder with native FFmpeg two ways,
 // alternating, in one run: the hls step's single run (one decode, split
 // to every rung's encoder), and one run per rung (each decoding the source
-// again), and reports the medians and their ratio. Two cases: the default
-// ladder (1080/720/480/360) of a 10 s 1080p clip, and a 720/480/360
+// again), and reports the medians and their ratio. Three cases: the
+// default ladder (1080/720/480/360) of a 10 s synthetic 1080p clip and of
+// a noisy, high-bitrate one (closer to camera footage), and a 720/480/360
 // ladder of a 10 s 720p clip.
 func BenchmarkHLSLadder(b *testing.B) {
 	mediatest.RequireFFmpeg(b)
@@ -32,6 +33,19 @@ func BenchmarkHLSLadder(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// Camera footage is noisy and high in bitrate, which costs more to
+	// decode than the synthetic clip: film grain-like noise, x264 at
+	// CRF 16 (about 25 Mbit/s), as phones record.
+	camera := filepath.Join(filepath.Dir(short), "1080p-10s-noisy.mp4")
+	if _, err := os.Stat(camera); err != nil {
+		mediatest.Run(b, "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+			"-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=10,noise=alls=24:allf=t",
+			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=10",
+			"-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", camera+".tmp.mp4")
+		if err := os.Rename(camera+".tmp.mp4", camera); err != nil {
+			b.Fatal(err)
+		}
+	}
 	native, err := media.NewNative(media.DefaultNativeConfig())
 	if err != nil {
 		b.Fatal(err)
@@ -43,6 +57,7 @@ func BenchmarkHLSLadder(b *testing.B) {
 		heights []int
 	}{
 		{"1080p-default-ladder", hd, media.DefaultHeights},
+		{"1080p-noisy-default-ladder", camera, media.DefaultHeights},
 		{"720p-3-rungs", short, []int{720, 480, 360}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
