@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
@@ -91,9 +92,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // maxJSONBody bounds API request documents.
 const maxJSONBody = 1 << 20
 
+// jsonReadTimeout bounds reading an API request document.
+const jsonReadTimeout = 30 * time.Second
+
 // decodeJSON reads a request document strictly: unknown fields, trailing
 // data and bodies over 1 MiB are errors.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	// A slow client may not hold a connection open by trickling a small
+	// document (uploads have their own, longer, pace).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(jsonReadTimeout))
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

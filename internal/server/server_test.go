@@ -323,3 +323,24 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestSecurityHeaders: API documents and outputs carry headers that stop
+// a browser from sniffing, framing or running what Sluice serves.
+func TestSecurityHeaders(t *testing.T) {
+	h := start(t, testConfig(t))
+	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Width: 320, Height: 240, Duration: 1, Video: true})
+	a := h.wait(t, h.uploadPut(t, clip))
+	for _, url := range []string{h.URL() + "/v1/assets/" + a.ID, output(t, a, "thumbnail.jpg").URL, h.URL() + "/nope"} {
+		resp, _ := h.get(t, url, nil)
+		for k, want := range map[string]string{
+			"X-Content-Type-Options":  "nosniff",
+			"X-Frame-Options":         "DENY",
+			"Referrer-Policy":         "no-referrer",
+			"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
+		} {
+			if got := resp.Header.Get(k); got != want {
+				t.Errorf("%s: %s = %q, want %q", url, k, got, want)
+			}
+		}
+	}
+}
