@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -265,4 +266,31 @@ func imageMIME(img Image) string {
 		return img.ContentType
 	}
 	return http.DetectContentType(img.Data)
+}
+
+// remoteSetup is what every HTTP provider's constructor starts with: the
+// name and base URL, defaulted and checked, and the models per task, the
+// defaults overridden by pc.Models for the tasks that serves accepts.
+func remoteSetup(pc ProviderConfig, kind, defName, defBase string, defaults map[Task]string, serves func(Task) bool) (name, base string, models map[Task]string, err error) {
+	name = pc.Name
+	if name == "" {
+		name = defName
+	}
+	base = pc.BaseURL
+	if strings.TrimSpace(base) == "" {
+		base = defBase
+	}
+	if base, err = checkProviderBaseURL(name, base); err != nil {
+		return "", "", nil, err
+	}
+	models = maps.Clone(defaults)
+	for t, m := range pc.Models {
+		if !serves(t) {
+			return "", "", nil, fmt.Errorf("ai: provider %q: %s does not serve task %q", name, kind, t)
+		}
+		if m = strings.TrimSpace(m); m != "" {
+			models[t] = m
+		}
+	}
+	return name, base, models, nil
 }

@@ -57,31 +57,12 @@ var (
 // URL defaults to OpenAI's; pc.Models overrides the default model per
 // task. A missing key is not an error here: Available reports it.
 func NewOpenAI(pc ProviderConfig) (*OpenAI, error) {
-	name := pc.Name
-	if name == "" {
-		name = "openai"
-	}
-	base := pc.BaseURL
-	if strings.TrimSpace(base) == "" {
-		base = DefaultOpenAIBaseURL
-	}
-	base, err := checkProviderBaseURL(name, base)
+	name, base, models, err := remoteSetup(pc, "an OpenAI-compatible server", "openai", DefaultOpenAIBaseURL, openAIDefaultModels,
+		func(t Task) bool { return t != TaskOCR })
 	if err != nil {
 		return nil, err
 	}
 	u, _ := url.Parse(base)
-	models := make(map[Task]string, len(openAIDefaultModels))
-	for t, m := range openAIDefaultModels {
-		models[t] = m
-	}
-	for t, m := range pc.Models {
-		if t == TaskOCR {
-			return nil, fmt.Errorf("ai: provider %q: OpenAI-compatible servers do not serve task %q", name, t)
-		}
-		if m = strings.TrimSpace(m); m != "" {
-			models[t] = m
-		}
-	}
 	return &OpenAI{
 		name:     name,
 		base:     base,

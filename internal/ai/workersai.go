@@ -50,29 +50,10 @@ var (
 // NewWorkersAI returns a Workers AI provider for pc.AccountID. A missing
 // account or key is not an error here: Available reports it.
 func NewWorkersAI(pc ProviderConfig) (*WorkersAI, error) {
-	name := pc.Name
-	if name == "" {
-		name = "workers-ai"
-	}
-	base := pc.BaseURL
-	if strings.TrimSpace(base) == "" {
-		base = DefaultWorkersAIBaseURL
-	}
-	base, err := checkProviderBaseURL(name, base)
+	name, base, models, err := remoteSetup(pc, "the Workers AI provider", "workers-ai", DefaultWorkersAIBaseURL, workersAIDefaultModels,
+		func(t Task) bool { _, ok := workersAIDefaultModels[t]; return ok })
 	if err != nil {
 		return nil, err
-	}
-	models := make(map[Task]string, len(workersAIDefaultModels))
-	for t, m := range workersAIDefaultModels {
-		models[t] = m
-	}
-	for t, m := range pc.Models {
-		if _, ok := workersAIDefaultModels[t]; !ok {
-			return nil, fmt.Errorf("ai: provider %q: Workers AI provider does not serve task %q", name, t)
-		}
-		if m = strings.TrimSpace(m); m != "" {
-			models[t] = m
-		}
 	}
 	for t, m := range models {
 		for _, seg := range strings.Split(m, "/") {
