@@ -28,7 +28,7 @@ func BenchmarkUploadRSS(b *testing.B) {
 			c.waitReady(b)
 			b.ResetTimer()
 			pid := c.cmd.Process.Pid
-			cl := client.New(c.url)
+			cl := client.New(c.url, testToken)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			var growth float64

@@ -16,6 +16,21 @@ import (
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
+// newClient returns an API client for srv with the key from the
+// environment: SLUICE_API_KEY, or the file SLUICE_API_KEY_FILE names.
+// Keys are never taken from flags, which other users can read in ps.
+func newClient(srv string) (*client.Client, error) {
+	key := os.Getenv("SLUICE_API_KEY")
+	if f := os.Getenv("SLUICE_API_KEY_FILE"); key == "" && f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read SLUICE_API_KEY_FILE: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	return client.New(srv, key), nil
+}
+
 func defaultServer() string {
 	if s := os.Getenv("SLUICE_SERVER"); s != "" {
 		return s
@@ -48,7 +63,10 @@ func uploadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "usage: sluice upload FILE [--server URL] [--wait] [--json]")
 		return exitError{2}
 	}
-	c := client.New(*srv)
+	c, err := newClient(*srv)
+	if err != nil {
+		return err
+	}
 	opts := client.UploadOptions{TusThreshold: *tus}
 	if len(meta) > 0 {
 		opts.Metadata = meta
@@ -105,7 +123,10 @@ func assetsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	c := client.New(*srv)
+	c, err := newClient(*srv)
+	if err != nil {
+		return err
+	}
 	switch args[0] {
 	case "get":
 		if len(pos) != 1 {
@@ -173,7 +194,11 @@ func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	l, err := client.New(*srv).DeadLetters(ctx, 0)
+	c, err := newClient(*srv)
+	if err != nil {
+		return err
+	}
+	l, err := c.DeadLetters(ctx, 0)
 	if err != nil {
 		return err
 	}

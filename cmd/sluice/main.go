@@ -1,6 +1,7 @@
 // Command sluice is the Sluice media pipeline: `sluice serve` runs the
 // whole system on embedded defaults; the other subcommands are clients of
-// a running server. main only parses arguments, wires packages together
+// a running server, authenticating with the API key in SLUICE_API_KEY
+// (or the file SLUICE_API_KEY_FILE names). main only parses arguments, wires packages together
 // and handles signals.
 package main
 
@@ -27,6 +28,7 @@ Usage:
   sluice assets reprocess ID [--steps a,b] [--wait] [--json]
   sluice dead-letters [--server URL] [--json]
   sluice pipelines validate FILE... | list | steps
+  sluice keys create --scope upload,read --name web | list | revoke ID | token | usage
 
 Run 'sluice COMMAND -h' for a command's flags.
 `
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return assetsCmd(ctx, rest, stdout, stderr)
 	case "pipelines":
 		return pipelinesCmd(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return keysCmd(ctx, rest, stdout, stderr)
 	case "dead-letters":
 		return deadLettersCmd(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/client"
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/mediatest"
@@ -33,8 +34,14 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	// Every server the tests start gets this admin key, and every CLI
+	// run and child process sends it.
+	os.Setenv("SLUICE_ADMIN_TOKEN", testToken)
+	os.Setenv("SLUICE_API_KEY", testToken)
 	os.Exit(m.Run())
 }
+
+var testToken = auth.NewToken()
 
 func startInProcess(t *testing.T) string {
 	t.Helper()
@@ -44,6 +51,7 @@ func startInProcess(t *testing.T) string {
 	cfg.DataDir = t.TempDir()
 	cfg.Pipelines = []string{mediatest.LightPipeline(t, 320)}
 	cfg.Wasm.CacheDir = mediatest.WasmCacheDir()
+	cfg.AdminToken = testToken
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := server.New(ctx, cfg, newLogger(io.Discard))
 	if err != nil {
@@ -251,7 +259,7 @@ func TestSIGTERMShutsDownGracefully(t *testing.T) {
 func TestCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
 	c := startChild(t, dir, "--concurrency", "1", "--ack-wait", "3s")
-	cl := client.New(c.url)
+	cl := client.New(c.url, testToken)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	media := t.TempDir()
@@ -285,7 +293,7 @@ func TestCrashRecovery(t *testing.T) {
 	c.done <- nil
 
 	c2 := startChild(t, dir, "--concurrency", "2", "--ack-wait", "3s")
-	cl2 := client.New(c2.url)
+	cl2 := client.New(c2.url, testToken)
 	for _, id := range ids {
 		a, err := cl2.Wait(ctx, id, 100*time.Millisecond)
 		if err != nil {
@@ -328,7 +336,7 @@ func TestServeWithoutFFmpeg(t *testing.T) {
 	if a.Status != wire.StatusSucceeded || len(a.Outputs) != 2 {
 		t.Fatalf("asset = %s %q with %d outputs, want succeeded with thumbnail and audio", a.Status, a.Error, len(a.Outputs))
 	}
-	ready, err := client.New(c.url).HTTP.Get(c.url + "/readyz")
+	ready, err := client.New(c.url, testToken).HTTP.Get(c.url + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}

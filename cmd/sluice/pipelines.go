@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/sluice-media/sluice/internal/client"
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/gateway"
 	"github.com/sluice-media/sluice/internal/media"
@@ -86,7 +85,11 @@ func pipelinesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case "list":
 		var list wire.PipelineList
 		if *srv != "" {
-			if list, err = client.New(*srv).Pipelines(ctx); err != nil {
+			c, err := newClient(*srv)
+			if err != nil {
+				return err
+			}
+			if list, err = c.Pipelines(ctx); err != nil {
 				return err
 			}
 		} else {

@@ -1,9 +1,11 @@
-// Package auth holds the credentials Sluice checks at its edge. For now that
-// is signed URLs: capability links that let a client without an API key do
-// exactly one thing (PUT one upload, within a size and type) until they
-// expire.
+// Package auth holds the credentials Sluice checks at its edge: API keys
+// (keys.go), which the gateway requires on every /v1 route, and signed
+// URLs, capability links that let a client without a key do exactly one
+// thing (PUT one upload within a size and type, or GET one private
+// output) until they expire.
 //
-// A signature is an HMAC-SHA256 over the method, the path, the expiry and
+// An API key is a random token shown once at creation; the store keeps
+// only its SHA-256, its scopes and its limits. A signature is an HMAC-SHA256 over the method, the path, the expiry and
 // every constraint carried in the query. Each key has an id that travels
 // in the URL, so keys can be rotated: new URLs are signed with the current
 // key while URLs signed with older keys stay valid until they expire.
@@ -104,8 +106,11 @@ func (s *Signer) Verify(method, path string, q url.Values, now time.Time) (map[s
 }
 
 // mac computes the signature over a canonical form: method, path, then
-// every signed parameter sorted by name, one per line. Unsigned
-// parameters (anything else a client appends) are ignored.
+// every signed parameter sorted by name with all its values. Each field
+// is written with its length first, so that no choice of path, names or
+// values (newlines, commas, "=") can be read as another split of the
+// same bytes. Unsigned parameters (anything else a client appends) are
+// ignored.
 func (s *Signer) mac(key []byte, method, path string, q url.Values) string {
 	var names []string
 	for k := range q {
@@ -115,10 +120,17 @@ func (s *Signer) mac(key []byte, method, path string, q url.Values) string {
 	}
 	sort.Strings(names)
 	h := hmac.New(sha256.New, key)
-	fmt.Fprintf(h, "%s\n%s\n", strings.ToUpper(method), path)
+	field := func(v string) { fmt.Fprintf(h, "%d:%s", len(v), v) }
+	field("sluice-url-v2")
+	field(strings.ToUpper(method))
+	field(path)
 	for _, k := range names {
 		// A repeated parameter is signed in full, so it cannot be smuggled.
-		fmt.Fprintf(h, "%s=%s\n", k, strings.Join(q[k], ","))
+		field(k)
+		fmt.Fprintf(h, "%d#", len(q[k]))
+		for _, v := range q[k] {
+			field(v)
+		}
 	}
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }

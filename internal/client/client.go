@@ -25,12 +25,24 @@ import (
 // Client is a Sluice API client.
 type Client struct {
 	Base string // e.g. http://127.0.0.1:8080
+	// Key is the API key sent with every request to Base (never to other
+	// hosts, such as a bucket a signed upload URL points at).
+	Key  string
 	HTTP *http.Client
 }
 
-// New returns a client for the server at base.
-func New(base string) *Client {
-	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{}}
+// New returns a client for the server at base, authenticating with key
+// ("" for a server in dev mode).
+func New(base, key string) *Client {
+	return &Client{Base: strings.TrimRight(base, "/"), Key: key, HTTP: &http.Client{}}
+}
+
+// send sends req, with the API key when it goes to the server.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.Key != "" && strings.HasPrefix(req.URL.String(), c.Base+"/") && req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+c.Key)
+	}
+	return c.HTTP.Do(req)
 }
 
 // Error is an error response from the server.
@@ -46,7 +58,7 @@ func (e *Error) Error() string {
 
 // do sends a request and decodes a JSON answer into out (if not nil).
 func (c *Client) do(req *http.Request, out any) error {
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return err
 	}
@@ -124,6 +136,50 @@ func (c *Client) Wait(ctx context.Context, id string, every time.Duration) (wire
 		case <-t.C:
 		}
 	}
+}
+
+// postJSON sends in as JSON and decodes the answer into out.
+func (c *Client) postJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.do(req, out)
+}
+
+// CreateKey creates an API key (admin scope). The token in the answer is
+// shown only this once.
+func (c *Client) CreateKey(ctx context.Context, r wire.KeyRequest) (wire.KeyCreated, error) {
+	var k wire.KeyCreated
+	return k, c.postJSON(ctx, http.MethodPost, "/v1/keys", r, &k)
+}
+
+// Keys lists the API keys (admin scope).
+func (c *Client) Keys(ctx context.Context) (wire.KeyList, error) {
+	var l wire.KeyList
+	return l, c.getJSON(ctx, "/v1/keys", &l)
+}
+
+// RevokeKey revokes an API key (admin scope).
+func (c *Client) RevokeKey(ctx context.Context, id string) error {
+	return c.postJSON(ctx, http.MethodDelete, "/v1/keys/"+url.PathEscape(id), nil, nil)
+}
+
+// Usage returns the calling key's use today against its quotas.
+func (c *Client) Usage(ctx context.Context) (wire.Usage, error) {
+	var u wire.Usage
+	return u, c.getJSON(ctx, "/v1/usage", &u)
 }
 
 // Reprocess asks for the asset's pipeline to run again: the given steps,

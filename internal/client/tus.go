@@ -90,7 +90,7 @@ func (c *Client) tusCreate(ctx context.Context, size int64, o TusOptions) (loc, 
 		meta = append(meta, k+" "+base64.StdEncoding.EncodeToString([]byte(o.Metadata[k])))
 	}
 	req.Header.Set("Upload-Metadata", strings.Join(meta, ","))
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return "", "", err
 	}
@@ -121,7 +121,7 @@ func (c *Client) tusPatch(ctx context.Context, loc string, r io.ReadSeeker, offs
 	req.Header.Set("Tus-Resumable", "1.0.0")
 	req.Header.Set("Content-Type", "application/offset+octet-stream")
 	req.Header.Set("Upload-Offset", strconv.FormatInt(offset, 10))
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return 0, err
 	}
@@ -138,7 +138,7 @@ func (c *Client) tusOffset(ctx context.Context, loc string) (int64, error) {
 		return 0, err
 	}
 	req.Header.Set("Tus-Resumable", "1.0.0")
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return 0, err
 	}

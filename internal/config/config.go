@@ -8,6 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,8 +17,10 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/gateway"
 	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
 	"github.com/sluice-media/sluice/internal/worker"
 )
@@ -58,6 +62,23 @@ type Config struct {
 	AIConfig string
 	// Variants bounds on-demand thumbnails.
 	Variants delivery.VariantConfig
+
+	// Dev serves the API without keys to loopback clients; it requires a
+	// loopback listen address.
+	Dev bool
+	// Limits are the edge's rate limits per client address and per key.
+	Limits gateway.LimitConfig
+	// Quotas are the daily quotas of keys that set none of their own
+	// (zero: unlimited).
+	Quotas store.Limits
+	// AdminToken is the token of the first admin key, created on first
+	// start when the store has no keys; empty: a random one, printed
+	// once. Only from the environment (SLUICE_ADMIN_TOKEN or the file
+	// SLUICE_ADMIN_TOKEN_FILE names), never a flag.
+	AdminToken string `json:"-"`
+	// TLSCert and TLSKey are PEM files; when both are set the server
+	// speaks HTTPS only.
+	TLSCert, TLSKey string
 }
 
 // Default returns the configuration of `sluice serve` with no settings.
@@ -85,6 +106,7 @@ func Default() Config {
 			StepTimeout:      10 * time.Minute,
 			ShutdownGrace:    30 * time.Second,
 		},
+		Limits: gateway.LimitConfig{IPRate: 100, IPBurst: 200, KeyRate: 50, KeyBurst: 100},
 		Engine: media.ModeAuto,
 		Native: media.DefaultNativeConfig(),
 		Wasm:   media.WasmConfig{MemoryLimit: 512 << 20},
@@ -136,7 +158,31 @@ func (c *Config) Resolve() error {
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		return fmt.Errorf("config: public URL %q must start with http:// or https://", c.PublicURL)
 	}
+	if c.Dev {
+		if err := loopbackAddr(c.Addr); err != nil {
+			return fmt.Errorf("config: --dev serves the API without keys, so it listens on loopback only: %w (try --addr 127.0.0.1:8080)", err)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("config: --tls-cert and --tls-key go together")
+	}
 	return c.Queue.Validate()
+}
+
+// loopbackAddr checks that a listen address binds a loopback interface.
+func loopbackAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("address %q is not a loopback address", addr)
+	}
+	return nil
 }
 
 // Flags binds the settings to fs, with defaults taken from c (so that
@@ -172,6 +218,20 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 		c.Queue.AckWait, c.Worker.Lease = d, d
 		return nil
 	})
+	fs.BoolVar(&c.Dev, "dev", c.Dev, "serve the API without API keys to clients on this machine (loopback --addr only) (env SLUICE_DEV=1)")
+	fs.Float64Var(&c.Limits.IPRate, "ip-rate", c.Limits.IPRate, "requests per second allowed per client address (IPv6 /64); 0: no limit (env SLUICE_IP_RATE)")
+	fs.IntVar(&c.Limits.IPBurst, "ip-burst", c.Limits.IPBurst, "burst of requests per client address (env SLUICE_IP_BURST)")
+	fs.Float64Var(&c.Limits.KeyRate, "key-rate", c.Limits.KeyRate, "requests per second allowed per API key unless the key sets its own; 0: no limit (env SLUICE_KEY_RATE)")
+	fs.IntVar(&c.Limits.KeyBurst, "key-burst", c.Limits.KeyBurst, "burst of requests per API key (env SLUICE_KEY_BURST)")
+	fs.Func("trusted-proxies", "IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client, comma-separated (env SLUICE_TRUSTED_PROXIES)", func(v string) error {
+		c.Limits.TrustedProxies = splitList(v)
+		return nil
+	})
+	fs.Int64Var(&c.Quotas.BytesPerDay, "quota-bytes", c.Quotas.BytesPerDay, "bytes a key may upload per UTC day unless it sets its own; 0: unlimited (env SLUICE_QUOTA_BYTES)")
+	fs.Int64Var(&c.Quotas.AssetsPerDay, "quota-assets", c.Quotas.AssetsPerDay, "assets a key may create per UTC day; 0: unlimited (env SLUICE_QUOTA_ASSETS)")
+	fs.Float64Var(&c.Quotas.AIUnitsPerDay, "quota-ai-units", c.Quotas.AIUnitsPerDay, "AI units a key's assets may use per UTC day; 0: unlimited (env SLUICE_QUOTA_AI_UNITS)")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate (chain) file; with --tls-key, serve HTTPS (env SLUICE_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key file for --tls-cert (env SLUICE_TLS_KEY)")
 	fs.DurationVar(&c.Worker.ShutdownGrace, "shutdown-grace", c.Worker.ShutdownGrace, "how long running jobs may finish after SIGTERM (env SLUICE_SHUTDOWN_GRACE)")
 }
 
@@ -235,6 +295,45 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	dur("SLUICE_ACK_WAIT", &c.Queue.AckWait)
 	if getenv("SLUICE_ACK_WAIT") != "" {
 		c.Worker.Lease = c.Queue.AckWait
+	}
+	str("SLUICE_ADMIN_TOKEN", &c.AdminToken)
+	if f := getenv("SLUICE_ADMIN_TOKEN_FILE"); c.AdminToken == "" && f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: SLUICE_ADMIN_TOKEN_FILE: %w", err))
+		}
+		c.AdminToken = strings.TrimSpace(string(b))
+	}
+	str("SLUICE_TLS_CERT", &c.TLSCert)
+	str("SLUICE_TLS_KEY", &c.TLSKey)
+	num("SLUICE_QUOTA_BYTES", &c.Quotas.BytesPerDay)
+	num("SLUICE_QUOTA_ASSETS", &c.Quotas.AssetsPerDay)
+	flt := func(name string, dst *float64) {
+		if v := getenv(name); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s: %w", name, err))
+				return
+			}
+			*dst = f
+		}
+	}
+	flt("SLUICE_QUOTA_AI_UNITS", &c.Quotas.AIUnitsPerDay)
+	flt("SLUICE_IP_RATE", &c.Limits.IPRate)
+	flt("SLUICE_KEY_RATE", &c.Limits.KeyRate)
+	var ipBurst, keyBurst = int64(c.Limits.IPBurst), int64(c.Limits.KeyBurst)
+	num("SLUICE_IP_BURST", &ipBurst)
+	num("SLUICE_KEY_BURST", &keyBurst)
+	c.Limits.IPBurst, c.Limits.KeyBurst = int(ipBurst), int(keyBurst)
+	if v := getenv("SLUICE_TRUSTED_PROXIES"); v != "" {
+		c.Limits.TrustedProxies = splitList(v)
+	}
+	if v := getenv("SLUICE_DEV"); v != "" {
+		d, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: SLUICE_DEV: %w", err))
+		}
+		c.Dev = d
 	}
 	if v := getenv("SLUICE_CORS_ORIGINS"); v != "" {
 		c.CORSOrigins = strings.Split(v, ",")

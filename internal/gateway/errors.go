@@ -11,6 +11,7 @@ import (
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/ratelimit"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
 	"github.com/sluice-media/sluice/internal/wire"
@@ -38,17 +39,26 @@ var (
 func statusOf(err error) (int, string) {
 	var he *httpError
 	var mbe *http.MaxBytesError
+	var re *rateError
 	if status, code, ok := delivery.ErrorStatus(err); ok {
 		return status, code
 	}
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.code
+	case errors.As(err, &re):
+		return http.StatusTooManyRequests, "rate_limited"
+	case errors.Is(err, store.ErrQuotaExceeded):
+		return http.StatusTooManyRequests, "quota_exceeded"
+	case errors.Is(err, auth.ErrNoKey), errors.Is(err, auth.ErrBadKey):
+		return http.StatusUnauthorized, "unauthenticated"
+	case errors.Is(err, auth.ErrScope):
+		return http.StatusForbidden, "forbidden"
 	case errors.As(err, &mbe), errors.Is(err, upload.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, blob.ErrNotFound), errors.Is(err, queue.ErrNotFound):
 		return http.StatusNotFound, "not_found"
-	case errors.Is(err, store.ErrInvalidCursor), errors.Is(err, upload.ErrInvalid):
+	case errors.Is(err, store.ErrInvalidCursor), errors.Is(err, upload.ErrInvalid), errors.Is(err, auth.ErrInvalid):
 		return http.StatusBadRequest, "invalid_request"
 	case errors.Is(err, blob.ErrSizeMismatch):
 		return http.StatusBadRequest, "size_mismatch"
@@ -68,10 +78,27 @@ func statusOf(err error) (int, string) {
 	return http.StatusInternalServerError, "internal"
 }
 
+// retryAfter is when a refused request may be tried again: when the
+// bucket has a token, or, for a daily quota, at the next UTC midnight.
+func retryAfter(err error, now time.Time) time.Duration {
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		return ra.RetryAfter()
+	}
+	now = now.UTC()
+	return time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC).Sub(now)
+}
+
 // writeError sends err as a JSON error document.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, code := statusOf(err)
 	msg := err.Error()
+	switch status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", ratelimit.RetryAfter(retryAfter(err, time.Now())))
+	}
 	if status == http.StatusInternalServerError {
 		log.Error("gateway: internal error", "method", r.Method, "path", r.URL.Path,
 			"request_id", requestID(r.Context()), "err", err)

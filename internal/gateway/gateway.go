@@ -32,6 +32,11 @@ type Config struct {
 	// "*" allows any. Default "*": uploads go through signed URLs, which
 	// are capabilities and need no cookie.
 	CORSOrigins []string
+	// Dev lets requests without an API key from loopback peers act as
+	// admin, for trying Sluice on a laptop. Keys sent are still checked.
+	Dev bool
+	// Limits size the rate limits per client address and per key.
+	Limits LimitConfig
 }
 
 // DeadLetters is what the gateway needs of the queue.
@@ -55,18 +60,22 @@ type Deps struct {
 	// Variants renders and serves on-demand thumbnails.
 	Variants *delivery.Variants
 	Signer   *auth.Signer
-	Metrics  *telemetry.Metrics
-	Log      *slog.Logger
+	Keys     *auth.Keys
+	// Usage reads a key's quota use for GET /v1/usage.
+	Usage   UsageReader
+	Metrics *telemetry.Metrics
+	Log     *slog.Logger
 	// Ready lists checks /readyz runs.
 	Ready map[string]Checker
 }
 
 // Gateway is the HTTP handler.
 type Gateway struct {
-	cfg  Config
-	deps Deps
-	mux  *http.ServeMux
-	tus  http.Handler
+	cfg    Config
+	deps   Deps
+	mux    *http.ServeMux
+	tus    http.Handler
+	limits *limits
 }
 
 // New builds the gateway's routes.
@@ -75,7 +84,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		cfg.CORSOrigins = []string{"*"}
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	g := &Gateway{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	lim, err := newLimits(cfg.Limits, deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, deps: deps, mux: http.NewServeMux(), limits: lim}
 	tus, err := deps.Uploads.TusHandler(TusPath)
 	if err != nil {
 		return nil, err
@@ -93,24 +106,35 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 // TusPath is where the tus endpoint is mounted.
 const TusPath = "/v1/tus/"
 
+// routes registers every route with what it requires: an API key with a
+// scope for /v1, except the signed upload PUT; a signature or nothing
+// for outputs, depending on their visibility.
 func (g *Gateway) routes() {
 	m := g.mux
-	m.HandleFunc("POST /v1/uploads", g.createUpload)
+	up, read, admin := auth.ScopeUpload, auth.ScopeRead, auth.ScopeAdmin
+	m.Handle("POST /v1/uploads", g.scopedFunc(up, g.createUpload))
 	m.HandleFunc("PUT /v1/uploads/{id}/content", g.putContent)
-	// tusd routes on the path below its base.
-	m.Handle(TusPath, http.StripPrefix(strings.TrimSuffix(TusPath, "/"), g.tus))
-	m.HandleFunc("GET /v1/assets", g.listAssets)
-	m.HandleFunc("GET /v1/assets/{id}", g.getAsset)
-	m.HandleFunc("POST /v1/assets/{id}/reprocess", g.reprocess)
-	m.HandleFunc("POST /v1/assets/{id}/release", g.release)
-	m.HandleFunc("GET /v1/pipelines", g.listPipelines)
+	// tusd routes on the path below its base. Browsers' CORS preflights
+	// carry no credentials, so OPTIONS passes to tusd unauthenticated.
+	tus := http.StripPrefix(strings.TrimSuffix(TusPath, "/"), g.tus)
+	m.Handle("OPTIONS "+TusPath, tus)
+	m.Handle(TusPath, g.scoped(up, tus))
+	m.Handle("GET /v1/assets", g.scopedFunc(read, g.listAssets))
+	m.Handle("GET /v1/assets/{id}", g.scopedFunc(read, g.getAsset))
+	m.Handle("POST /v1/assets/{id}/reprocess", g.scopedFunc(up, g.reprocess))
+	m.Handle("POST /v1/assets/{id}/release", g.scopedFunc(admin, g.release))
+	m.Handle("GET /v1/pipelines", g.scopedFunc(read, g.listPipelines))
 	if g.deps.Variants != nil {
 		for _, f := range delivery.VariantFiles {
-			m.Handle("GET /v1/assets/{id}/"+f, g.deps.Variants)
+			m.Handle("GET /v1/assets/{id}/"+f, g.scoped(read, g.deps.Variants))
 		}
 	}
-	m.HandleFunc("GET /v1/dead-letters", g.listDeadLetters)
-	m.HandleFunc("POST /v1/dead-letters/{seq}/replay", g.replayDeadLetter)
+	m.Handle("GET /v1/dead-letters", g.scopedFunc(admin, g.listDeadLetters))
+	m.Handle("POST /v1/dead-letters/{seq}/replay", g.scopedFunc(admin, g.replayDeadLetter))
+	m.Handle("GET /v1/usage", g.scopedFunc(read, g.usage))
+	m.Handle("POST /v1/keys", g.scopedFunc(admin, g.createKey))
+	m.Handle("GET /v1/keys", g.scopedFunc(admin, g.listKeys))
+	m.Handle("DELETE /v1/keys/{id}", g.scopedFunc(admin, g.revokeKey))
 	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)
 	m.Handle("GET /metrics", promhttp.HandlerFor(g.deps.Metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -55,6 +55,12 @@ func (g *Gateway) middleware(next http.Handler) http.Handler {
 		if !strings.HasPrefix(r.URL.Path, TusPath) && g.cors(sw, r) {
 			return
 		}
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			if err := g.limits.allowIP(r); err != nil {
+				writeError(sw, r, g.deps.Log, err)
+				return
+			}
+		}
 		next.ServeHTTP(sw, r)
 	})
 }

@@ -157,6 +157,7 @@ pipelines:
 		t.Errorf("held on-demand thumbnail: %s, want 403", r.Status)
 	}
 	req, _ := http.NewRequest(http.MethodPost, h.URL()+"/v1/assets/"+id+"/release", nil)
+	setHeaders(req, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

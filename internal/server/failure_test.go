@@ -76,7 +76,9 @@ func testBadInput(t *testing.T, cfg config.Config) {
 	}
 }
 
-// request sends a raw request and returns the status, error code and body.
+// request sends a raw request and returns the status, error code and
+// body. It carries the test admin key unless hdr sets Authorization
+// (to "" for none).
 func request(t *testing.T, method, url string, body io.Reader, hdr map[string]string, contentLength int64) (int, string, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
@@ -86,9 +88,7 @@ func request(t *testing.T, method, url string, body io.Reader, hdr map[string]st
 	if contentLength >= 0 {
 		req.ContentLength = contentLength
 	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
+	setHeaders(req, hdr)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

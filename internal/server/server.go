@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-media/sluice/internal/ai"
+	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob/fileblob"
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/delivery"
@@ -84,9 +86,13 @@ type Server struct {
 	pipelines *pipeline.Set
 	variants  *delivery.Variants
 	ai        *ai.Gateway
-	http      *http.Server
-	ln        net.Listener
-	Metrics   *telemetry.Metrics
+	keys      *auth.Keys
+	// adminToken is the admin key created on this, the first, start.
+	adminToken string
+	tls        bool // serving HTTPS
+	http       *http.Server
+	ln         net.Listener
+	Metrics    *telemetry.Metrics
 }
 
 // New opens everything cfg describes and starts listening; Run serves.
@@ -125,6 +131,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
+	s.keys = auth.NewKeys(s.store, cfg.Quotas)
+	if err := s.bootstrapKey(ctx); err != nil {
+		return nil, err
+	}
 
 	if s.ai, err = OpenAI(cfg.AIConfig, filepath.Join(cfg.DataDir, "ai-cache"), s.Metrics.Registry, log); err != nil {
 		return nil, err
@@ -159,7 +169,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.variants.Log = log
-	gw, err := gateway.New(gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins}, gateway.Deps{
+	gcfg := gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins, Dev: cfg.Dev, Limits: cfg.Limits}
+	gw, err := gateway.New(gcfg, gateway.Deps{
 		Store:       s.store,
 		Uploads:     s.uploads,
 		Delivery:    deliv,
@@ -167,6 +178,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		DeadLetters: s.queue,
 		Pipelines:   s.pipelines,
 		Signer:      signer,
+		Keys:        s.keys,
+		Usage:       s.store,
 		Metrics:     s.Metrics,
 		Log:         log,
 		Ready: map[string]gateway.Checker{
@@ -185,10 +198,48 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		s.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		s.tls = true
+	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// bootstrapKey creates the first admin key when the store has none: with
+// the configured token (from the environment), else a random one that
+// AdminToken returns for `sluice serve` to print once.
+func (s *Server) bootstrapKey(ctx context.Context) error {
+	given := s.cfg.AdminToken
+	token, err := s.keys.Bootstrap(ctx, given)
+	if err != nil {
+		return fmt.Errorf("create the first admin key: %w", err)
+	}
+	if token != "" {
+		s.log.Info("created the first admin key", "from_env", given != "")
+		if given == "" {
+			s.adminToken = token
+		}
+	}
+	return nil
+}
+
+// AdminToken is the admin key this start created, or "" when keys
+// existed already or the token came from the environment.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// urlScheme is "https" when the server has a certificate.
+func (s *Server) urlScheme() string {
+	if s.tls {
+		return "https"
+	}
+	return "http"
 }
 
 // Addr is the address the server listens on.
@@ -197,7 +248,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // URL is the base URL of the server on loopback.
 func (s *Server) URL() string {
 	_, port, _ := net.SplitHostPort(s.Addr())
-	return "http://127.0.0.1:" + port
+	return s.urlScheme() + "://127.0.0.1:" + port
 }
 
 // Run serves until ctx is done, then shuts down gracefully: it stops
@@ -212,7 +263,11 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return s.http.Serve(s.ln) }
+		if s.tls {
+			serve = func() error { return s.http.ServeTLS(s.ln, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/client"
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/mediatest"
@@ -45,7 +46,26 @@ func testConfig(t testing.TB) config.Config {
 	cfg.Pipelines = []string{mediatest.LightPipeline(t, 320)}
 	// Compile FFmpeg to native code once per machine, not once per test.
 	cfg.Wasm.CacheDir = mediatest.WasmCacheDir()
+	cfg.AdminToken = testToken
 	return cfg
+}
+
+// testToken is the admin key of every test server.
+var testToken = auth.NewToken()
+
+// setHeaders sets hdr on req, and the test admin key unless hdr sets
+// Authorization itself ("" for no key).
+func setHeaders(req *http.Request, hdr map[string]string) {
+	if _, ok := hdr["Authorization"]; !ok {
+		req.Header.Set("Authorization", "Bearer "+testToken)
+	}
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+			continue
+		}
+		req.Header.Set(k, v)
+	}
 }
 
 // forSetups runs an end-to-end test on each engine setup: "auto" with
@@ -70,7 +90,7 @@ func start(t testing.TB, cfg config.Config) *harness {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	h := &harness{Server: s, client: client.New(s.URL())}
+	h := &harness{Server: s, client: client.New(s.URL(), cfg.AdminToken)}
 	var once bool
 	h.stop = func() {
 		if once {
@@ -122,9 +142,7 @@ func (h *harness) get(t *testing.T, url string, hdr map[string]string) (*http.Re
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
+	setHeaders(req, hdr)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

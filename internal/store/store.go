@@ -73,6 +73,12 @@ type Asset struct {
 	// Quarantine, when not empty, says why the asset's outputs are held
 	// back from delivery (moderation flagged it) until released.
 	Quarantine string
+	// Owner is the id of the API key that created the asset; "" when
+	// none did (dev mode).
+	Owner string
+	// Visibility is "public" or "private" when the client chose how the
+	// outputs are delivered; "" leaves it to the pipeline.
+	Visibility string
 }
 
 // Object is what MarkUploaded records about the stored source object.
@@ -206,6 +212,26 @@ type Store interface {
 	// ListAwaitingUpload returns pending assets created before the given
 	// time whose object was never recorded as uploaded.
 	ListAwaitingUpload(ctx context.Context, before time.Time, limit int) ([]Asset, error)
+
+	// CreateKey stores a new API key (ErrConflict if its id or hash is
+	// taken).
+	CreateKey(ctx context.Context, k Key) error
+	// KeyByHash returns the key whose token hashes to hash, revoked or
+	// not; ErrNotFound if none.
+	KeyByHash(ctx context.Context, hash []byte) (Key, error)
+	// ListKeys returns every key, revoked ones included, oldest first.
+	ListKeys(ctx context.Context) ([]Key, error)
+	// RevokeKey marks a key revoked at the given time; revoking it again
+	// keeps the first time.
+	RevokeKey(ctx context.Context, id string, at time.Time) error
+	// AddUsage adds delta to the key's counters for delta.Day, unless a
+	// counter would then exceed a non-zero limit in limits: then nothing
+	// is added and the error is ErrQuotaExceeded. It returns the usage
+	// after the call, in one transaction, so that concurrent requests
+	// cannot overshoot a quota together.
+	AddUsage(ctx context.Context, keyID string, delta Usage, limits Limits) (Usage, error)
+	// GetUsage returns the key's usage on day (zero counters if none).
+	GetUsage(ctx context.Context, keyID, day string) (Usage, error)
 
 	Ping(ctx context.Context) error
 	Close() error

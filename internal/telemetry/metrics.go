@@ -21,6 +21,7 @@ type Metrics struct {
 	HTTPRequests    *prometheus.CounterVec // by route and code
 	HTTPDuration    *prometheus.HistogramVec
 	DeliveryBytes   prometheus.Counter
+	Refused         *prometheus.CounterVec // by reason (ip_rate, key_rate, quota, unauthenticated, forbidden)
 }
 
 // New creates the metrics on a fresh registry that also carries the Go
@@ -60,8 +61,11 @@ func New() *Metrics {
 		DeliveryBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_delivery_bytes_total", Help: "Bytes of outputs served.",
 		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_http_refused_total", Help: "Requests refused at the edge before any work, by reason.",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.Uploads, m.UploadBytes, m.EventsPublished, m.Jobs, m.StepDuration,
+	reg.MustRegister(m.Refused, m.Uploads, m.UploadBytes, m.EventsPublished, m.Jobs, m.StepDuration,
 		m.DeadLetters, m.HTTPRequests, m.HTTPDuration, m.DeliveryBytes)
 	return m
 }

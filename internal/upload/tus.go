@@ -1,6 +1,7 @@
 package upload
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,9 @@ import (
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 	xslog "golang.org/x/exp/slog"
 
+	"github.com/google/uuid"
+
+	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/store"
@@ -50,7 +54,36 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upload: tus handler: %w", err)
 	}
-	return s.withExpiration(h), nil
+	return s.withPrincipal(s.withExpiration(h)), nil
+}
+
+// principalHeader carries, from the request to tusd's hooks, a reference
+// to the request's principal: hooks get the request's headers but not its
+// context. The header is always overwritten, so a client cannot set it.
+const principalHeader = "Sluice-Internal-Principal"
+
+// withPrincipal makes the request's principal (the API key the gateway
+// authenticated) available to the hooks through principalHeader.
+func (s *Service) withPrincipal(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(principalHeader)
+		if p, ok := auth.PrincipalFrom(r.Context()); ok {
+			ref := uuid.NewString()
+			s.principals.Store(ref, p)
+			defer s.principals.Delete(ref)
+			r.Header.Set(principalHeader, ref)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// hookContext returns the hook's context carrying the request's principal.
+func (s *Service) hookContext(hook tusd.HookEvent) context.Context {
+	ctx := hook.Context
+	if v, ok := s.principals.Load(hook.HTTPRequest.Header.Get(principalHeader)); ok {
+		ctx = auth.WithPrincipal(ctx, v.(auth.Principal))
+	}
+	return ctx
 }
 
 // tusCreate validates a new resumable upload and creates its asset.
@@ -66,7 +99,10 @@ func (s *Service) tusCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileIn
 	if err := ValidateMetadata(md); err != nil {
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INVALID_METADATA", err.Error(), http.StatusBadRequest)
 	}
-	a, err := s.newAsset(hook.Context, info.MetaData["filename"], info.MetaData["filetype"], info.Size, md)
+	a, err := s.newAsset(s.hookContext(hook), info.MetaData["filename"], info.MetaData["filetype"], info.Size, md)
+	if errors.Is(err, store.ErrQuotaExceeded) {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_QUOTA_EXCEEDED", err.Error(), http.StatusTooManyRequests)
+	}
 	if err != nil {
 		s.log.Error("upload: tus create", "err", err)
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INTERNAL", "could not create the asset", http.StatusInternalServerError)

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -93,6 +94,9 @@ type Service struct {
 	metrics *telemetry.Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	// principals maps a tus request's reference to its principal while
+	// the request runs (see withPrincipal).
+	principals sync.Map
 }
 
 // New returns an ingest service.
@@ -185,12 +189,29 @@ func ValidateMetadata(md map[string]string) error {
 	return nil
 }
 
+// newAsset creates an asset owned by the request's API key, after
+// charging the key's daily quotas for one asset of size bytes.
 func (s *Service) newAsset(ctx context.Context, name, contentType string, size int64, metadata map[string]string) (store.Asset, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return store.Asset{}, err
 	}
 	now := s.now()
+	p, _ := auth.PrincipalFrom(ctx)
+	if p.KeyID != "" {
+		charge := store.Usage{Day: store.Day(now), Bytes: size, Assets: 1}
+		if _, err := s.store.AddUsage(ctx, p.KeyID, charge, p.Limits); err != nil {
+			return store.Asset{}, fmt.Errorf("upload: %w", err)
+		}
+		defer func() {
+			if err != nil { // give the quota back
+				refund := store.Usage{Day: charge.Day, Bytes: -size, Assets: -1}
+				if _, rerr := s.store.AddUsage(context.WithoutCancel(ctx), p.KeyID, refund, store.Limits{}); rerr != nil {
+					s.log.Error("upload: refund quota", "key", p.KeyID, "err", rerr)
+				}
+			}
+		}()
+	}
 	a := store.Asset{
 		ID:          id.String(),
 		Name:        CleanName(name),
@@ -202,8 +223,10 @@ func (s *Service) newAsset(ctx context.Context, name, contentType string, size i
 		Status:      store.StatusPending,
 		CreatedAt:   now,
 		UpdatedAt:   now,
+		Owner:       p.KeyID,
 	}
-	return a, s.store.CreateAsset(ctx, a)
+	err = s.store.CreateAsset(ctx, a)
+	return a, err
 }
 
 // Put is a signed PUT of an asset's content.

@@ -180,3 +180,55 @@ type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// Limits are an API key's own rate and daily quotas; zero fields take
+// the server's defaults.
+type Limits struct {
+	RatePerSecond float64 `json:"rate_per_second,omitempty"`
+	Burst         int     `json:"burst,omitempty"`
+	BytesPerDay   int64   `json:"bytes_per_day,omitempty"`
+	AssetsPerDay  int64   `json:"assets_per_day,omitempty"`
+	AIUnitsPerDay float64 `json:"ai_units_per_day,omitempty"`
+}
+
+// KeyRequest is the body of POST /v1/keys.
+type KeyRequest struct {
+	Name   string   `json:"name"`
+	Scopes []string `json:"scopes"`
+	Limits Limits   `json:"limits,omitzero"`
+}
+
+// Key describes an API key; the token itself is shown only once, in
+// KeyCreated.
+type Key struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Prefix    string     `json:"prefix"`
+	Scopes    []string   `json:"scopes"`
+	Limits    Limits     `json:"limits,omitzero"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// KeyCreated is the answer to POST /v1/keys.
+type KeyCreated struct {
+	Key
+	// Token is the secret: store it now, it cannot be shown again.
+	Token string `json:"token"`
+}
+
+// KeyList is the document at GET /v1/keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// Usage is the document at GET /v1/usage: what the calling key used
+// today (UTC) against its daily quotas (0: unlimited).
+type Usage struct {
+	KeyID   string  `json:"key_id"`
+	Day     string  `json:"day"`
+	Bytes   int64   `json:"bytes"`
+	Assets  int64   `json:"assets"`
+	AIUnits float64 `json:"ai_units"`
+	Limits  Limits  `json:"limits"`
+}

@@ -15,7 +15,7 @@ import (
 )
 
 const assetColumns = `id, name, content_type, bucket, object_key, size, etag,
-	status, error, media, created_at, updated_at, uploaded_at, metadata, pipeline, quarantine`
+	status, error, media, created_at, updated_at, uploaded_at, metadata, pipeline, quarantine, owner, visibility`
 
 func scanAsset(sc scanner) (store.Asset, error) {
 	var (
@@ -25,7 +25,7 @@ func scanAsset(sc scanner) (store.Asset, error) {
 		created, updated, uploaded sql.NullInt64
 	)
 	err := sc.Scan(&a.ID, &a.Name, &a.ContentType, &a.Bucket, &a.Key, &a.Size, &a.ETag,
-		&status, &a.Error, &media, &created, &updated, &uploaded, &metadata, &a.Pipeline, &a.Quarantine)
+		&status, &a.Error, &media, &created, &updated, &uploaded, &metadata, &a.Pipeline, &a.Quarantine, &a.Owner, &a.Visibility)
 	if err != nil {
 		return store.Asset{}, err
 	}
@@ -97,11 +97,11 @@ func (s *Store) CreateAsset(ctx context.Context, a store.Asset) error {
 		metadata = string(b)
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO assets (`+assetColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		a.ID, a.Name, a.ContentType, a.Bucket, a.Key, a.Size, a.ETag,
 		string(a.Status), a.Error, media, a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), nullTime(a.UploadedAt),
-		metadata, a.Pipeline, a.Quarantine)
+		metadata, a.Pipeline, a.Quarantine, a.Owner, a.Visibility)
 	if err == nil {
 		err = rowsAffected(res)
 	}

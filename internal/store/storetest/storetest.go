@@ -77,6 +77,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReplaceOutputs", testReplaceOutputs},
 		{"Quarantine", testQuarantine},
 		{"ConcurrentWrites", testConcurrentWrites},
+		{"Keys", testKeys},
+		{"ListKeysEmpty", testListKeysEmpty},
+		{"Usage", testUsage},
+		{"UsageConcurrent", testUsageConcurrent},
+		{"AssetOwner", testAssetOwner},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
