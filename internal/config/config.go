@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/gateway"
+	"github.com/sluice-media/sluice/internal/ingest"
 	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
@@ -71,6 +72,10 @@ type Config struct {
 	// Quotas are the daily quotas of keys that set none of their own
 	// (zero: unlimited).
 	Quotas store.Limits
+	// Ingest configures fetching sources for POST /v1/assets.
+	Ingest ingest.FetchConfig
+	// IngestConcurrency bounds fetches in flight.
+	IngestConcurrency int
 	// AdminToken is the token of the first admin key, created on first
 	// start when the store has no keys; empty: a random one, printed
 	// once. Only from the environment (SLUICE_ADMIN_TOKEN or the file
@@ -106,10 +111,12 @@ func Default() Config {
 			StepTimeout:      10 * time.Minute,
 			ShutdownGrace:    30 * time.Second,
 		},
-		Limits: gateway.LimitConfig{IPRate: 100, IPBurst: 200, KeyRate: 50, KeyBurst: 100},
-		Engine: media.ModeAuto,
-		Native: media.DefaultNativeConfig(),
-		Wasm:   media.WasmConfig{MemoryLimit: 512 << 20},
+		Limits:            gateway.LimitConfig{IPRate: 100, IPBurst: 200, KeyRate: 50, KeyBurst: 100},
+		Ingest:            ingest.FetchConfig{Timeout: 30 * time.Minute},
+		IngestConcurrency: 4,
+		Engine:            media.ModeAuto,
+		Native:            media.DefaultNativeConfig(),
+		Wasm:              media.WasmConfig{MemoryLimit: 512 << 20},
 	}
 }
 
@@ -162,6 +169,9 @@ func (c *Config) Resolve() error {
 		if err := loopbackAddr(c.Addr); err != nil {
 			return fmt.Errorf("config: --dev serves the API without keys, so it listens on loopback only: %w (try --addr 127.0.0.1:8080)", err)
 		}
+	}
+	if err := c.Ingest.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("config: --tls-cert and --tls-key go together")
@@ -230,6 +240,11 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Quotas.BytesPerDay, "quota-bytes", c.Quotas.BytesPerDay, "bytes a key may upload per UTC day unless it sets its own; 0: unlimited (env SLUICE_QUOTA_BYTES)")
 	fs.Int64Var(&c.Quotas.AssetsPerDay, "quota-assets", c.Quotas.AssetsPerDay, "assets a key may create per UTC day; 0: unlimited (env SLUICE_QUOTA_ASSETS)")
 	fs.Float64Var(&c.Quotas.AIUnitsPerDay, "quota-ai-units", c.Quotas.AIUnitsPerDay, "AI units a key's assets may use per UTC day; 0: unlimited (env SLUICE_QUOTA_AI_UNITS)")
+	fs.Func("ingest-hosts", "hosts URL ingest may fetch from, comma-separated; *.example.com for subdomains; empty: any public host (env SLUICE_INGEST_HOSTS)", func(v string) error {
+		c.Ingest.AllowedHosts = splitList(v)
+		return nil
+	})
+	fs.DurationVar(&c.Ingest.Timeout, "ingest-timeout", c.Ingest.Timeout, "time limit of one URL ingest fetch, body included (env SLUICE_INGEST_TIMEOUT)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate (chain) file; with --tls-key, serve HTTPS (env SLUICE_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key file for --tls-cert (env SLUICE_TLS_KEY)")
 	fs.DurationVar(&c.Worker.ShutdownGrace, "shutdown-grace", c.Worker.ShutdownGrace, "how long running jobs may finish after SIGTERM (env SLUICE_SHUTDOWN_GRACE)")
@@ -303,6 +318,19 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("config: SLUICE_ADMIN_TOKEN_FILE: %w", err))
 		}
 		c.AdminToken = strings.TrimSpace(string(b))
+	}
+	if v := getenv("SLUICE_INGEST_HOSTS"); v != "" {
+		c.Ingest.AllowedHosts = splitList(v)
+	}
+	dur("SLUICE_INGEST_TIMEOUT", &c.Ingest.Timeout)
+	// Lifting the SSRF checks is for tests and closed networks only, so
+	// it has no flag.
+	if v := getenv("SLUICE_INGEST_ALLOW_PRIVATE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: SLUICE_INGEST_ALLOW_PRIVATE: %w", err))
+		}
+		c.Ingest.AllowPrivate = b
 	}
 	str("SLUICE_TLS_CERT", &c.TLSCert)
 	str("SLUICE_TLS_KEY", &c.TLSKey)

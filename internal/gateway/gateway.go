@@ -120,6 +120,7 @@ func (g *Gateway) routes() {
 	m.Handle("OPTIONS "+TusPath, tus)
 	m.Handle(TusPath, g.scoped(up, tus))
 	m.Handle("GET /v1/assets", g.scopedFunc(read, g.listAssets))
+	m.Handle("POST /v1/assets", g.scopedFunc(up, g.ingest))
 	m.Handle("GET /v1/assets/{id}", g.scopedFunc(read, g.getAsset))
 	m.Handle("POST /v1/assets/{id}/reprocess", g.scopedFunc(up, g.reprocess))
 	m.Handle("POST /v1/assets/{id}/release", g.scopedFunc(admin, g.release))

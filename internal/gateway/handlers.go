@@ -32,6 +32,22 @@ func (g *Gateway) createUpload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, up)
 }
 
+// ingest creates an asset whose bytes Sluice fetches from a URL.
+func (g *Gateway) ingest(w http.ResponseWriter, r *http.Request) {
+	var req wire.IngestRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	a, err := g.deps.Uploads.Ingest(r.Context(), req)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/assets/"+a.ID)
+	writeJSON(w, http.StatusAccepted, assetView(a, nil, nil, ""))
+}
+
 // putContent receives the body of a signed upload URL. The signature is
 // checked before a byte of the body is read.
 func (g *Gateway) putContent(w http.ResponseWriter, r *http.Request) {

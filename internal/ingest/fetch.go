@@ -313,6 +313,18 @@ func (f *Fetcher) control(host string, pinned netip.Addr) func(network, address 
 	}
 }
 
+// Check applies the checks Fetch applies to rawURL's first hop (scheme,
+// host allowlist, resolved addresses) without fetching, so that a
+// caller can refuse a request at once. Fetch checks again, and pins
+// what it checked.
+func (f *Fetcher) Check(ctx context.Context, rawURL string) error {
+	if f.err != nil {
+		return f.err
+	}
+	_, _, err := f.checkURL(ctx, rawURL)
+	return err
+}
+
 // checkURL parses rawURL and checks it as the first hop.
 func (f *Fetcher) checkURL(ctx context.Context, rawURL string) (*url.URL, []netip.Addr, error) {
 	u, err := url.Parse(rawURL)

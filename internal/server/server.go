@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/gateway"
+	"github.com/sluice-media/sluice/internal/ingest"
 	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
@@ -131,6 +132,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
+	icfg := cfg.Ingest
+	if icfg.MaxBytes == 0 {
+		icfg.MaxBytes = cfg.Upload.MaxSize
+	}
+	s.uploads.EnableIngest(ingest.NewFetcher(icfg), cfg.IngestConcurrency)
 	s.keys = auth.NewKeys(s.store, cfg.Quotas)
 	if err := s.bootstrapKey(ctx); err != nil {
 		return nil, err
@@ -287,6 +293,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	s.log.Info("sluice shutting down")
+	defer s.uploads.StopIngest()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if serr := s.http.Shutdown(sctx); serr != nil {

@@ -97,6 +97,30 @@ type Service struct {
 	// principals maps a tus request's reference to its principal while
 	// the request runs (see withPrincipal).
 	principals sync.Map
+
+	// URL ingest (fetch.go): nil fetcher when not enabled.
+	fetcher    Fetcher
+	fetchSem   chan struct{}
+	fetches    sync.WaitGroup
+	fetchCtx   context.Context // cancelled by StopIngest
+	stopFetchs context.CancelFunc
+}
+
+// EnableIngest lets Ingest fetch sources with f, at most concurrency at
+// a time.
+func (s *Service) EnableIngest(f Fetcher, concurrency int) {
+	s.fetcher = f
+	s.fetchSem = make(chan struct{}, max(1, concurrency))
+	s.fetchCtx, s.stopFetchs = context.WithCancel(context.Background())
+}
+
+// StopIngest cancels fetches in flight, whose assets fail with the
+// reason, and waits for them.
+func (s *Service) StopIngest() {
+	if s.stopFetchs != nil {
+		s.stopFetchs()
+	}
+	s.fetches.Wait()
 }
 
 // New returns an ingest service.

@@ -232,3 +232,16 @@ type Usage struct {
 	AIUnits float64 `json:"ai_units"`
 	Limits  Limits  `json:"limits"`
 }
+
+// IngestRequest is the body of POST /v1/assets: Sluice fetches the
+// source itself.
+type IngestRequest struct {
+	// SourceURL is an http or https URL of the source. Private, loopback,
+	// link-local and cloud-metadata addresses are refused.
+	SourceURL string `json:"source_url"`
+	// Name defaults to the last element of the URL's path.
+	Name string `json:"name,omitempty"`
+	// SHA256 is the hex digest the fetched content must have (optional).
+	SHA256   string            `json:"sha256,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
