@@ -104,6 +104,9 @@ func (s *Server) serve(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	} else {
 		h.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", s.ShortMaxAge))
 	}
+	if normalizeRange(w, r, a.Size) {
+		return nil
+	}
 	cw := &countingWriter{ResponseWriter: w}
 	// ServeContent handles Range, If-Range, If-None-Match (against the
 	// ETag set above), If-Modified-Since and HEAD.

@@ -233,6 +233,29 @@ type Store interface {
 	// GetUsage returns the key's usage on day (zero counters if none).
 	GetUsage(ctx context.Context, keyID, day string) (Usage, error)
 
+	// CreateWebhook stores an endpoint (ErrConflict if the id is taken).
+	CreateWebhook(ctx context.Context, w Webhook) error
+	GetWebhook(ctx context.Context, id string) (Webhook, error)
+	// ListWebhooks returns every endpoint, oldest first.
+	ListWebhooks(ctx context.Context) ([]Webhook, error)
+	// DeleteWebhook removes an endpoint and its deliveries.
+	DeleteWebhook(ctx context.Context, id string) error
+	// DisableWebhook stops deliveries to an endpoint; its pending
+	// deliveries fail with the reason.
+	DisableWebhook(ctx context.Context, id, reason string, at time.Time) error
+	// EnqueueDeliveries stores pending deliveries, skipping any whose id
+	// exists: enqueueing the same event again changes nothing.
+	EnqueueDeliveries(ctx context.Context, ds []Delivery) error
+	// ClaimDeliveries returns up to limit pending deliveries due at now,
+	// oldest due first, and moves their NextAt to now+lease so that
+	// another dispatcher does not take them meanwhile.
+	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Delivery, error)
+	// UpdateDelivery records an attempt's outcome: State, Attempts,
+	// NextAt, LastStatus and LastError.
+	UpdateDelivery(ctx context.Context, d Delivery) error
+	// ListDeliveries returns an endpoint's deliveries, newest first.
+	ListDeliveries(ctx context.Context, webhookID string, limit int) ([]Delivery, error)
+
 	Ping(ctx context.Context) error
 	Close() error
 }

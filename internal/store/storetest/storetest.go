@@ -82,6 +82,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Usage", testUsage},
 		{"UsageConcurrent", testUsageConcurrent},
 		{"AssetOwner", testAssetOwner},
+		{"Webhooks", testWebhooks},
+		{"Deliveries", testDeliveries},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
