@@ -119,8 +119,10 @@ func TestUploadWaitJSON(t *testing.T) {
 	}
 
 	t.Run("failed asset exits 1", func(t *testing.T) {
-		bad := dir + "/bad.mp4"
-		if err := os.WriteFile(bad, []byte("not a video at all"), 0o644); err != nil {
+		// A PNG signature and then nothing of a picture: accepted at the
+		// edge, failed by the pipeline.
+		bad := dir + "/bad.png"
+		if err := os.WriteFile(bad, []byte("\x89PNG\r\n\x1a\nnot a picture at all"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		stdout, _, err := runCLI(t, "upload", bad, "--server", url, "--wait", "--json")

@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/webhook"
 	"github.com/sluice-media/sluice/internal/worker"
 )
 
@@ -76,6 +77,12 @@ type Config struct {
 	Ingest ingest.FetchConfig
 	// IngestConcurrency bounds fetches in flight.
 	IngestConcurrency int
+	// Webhooks configures delivery: timeouts and the retry schedule.
+	Webhooks webhook.Config
+	// WebhookAllowPrivate lets webhook URLs point at private and loopback
+	// addresses: tests and closed networks only (env
+	// SLUICE_WEBHOOK_ALLOW_PRIVATE).
+	WebhookAllowPrivate bool
 	// AdminToken is the token of the first admin key, created on first
 	// start when the store has no keys; empty: a random one, printed
 	// once. Only from the environment (SLUICE_ADMIN_TOKEN or the file
@@ -170,6 +177,12 @@ func (c *Config) Resolve() error {
 			return fmt.Errorf("config: --dev serves the API without keys, so it listens on loopback only: %w (try --addr 127.0.0.1:8080)", err)
 		}
 	}
+	if err := upload.ValidateTypePatterns(c.Upload.AllowedTypes); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := c.Webhooks.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if err := c.Ingest.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -240,6 +253,10 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Quotas.BytesPerDay, "quota-bytes", c.Quotas.BytesPerDay, "bytes a key may upload per UTC day unless it sets its own; 0: unlimited (env SLUICE_QUOTA_BYTES)")
 	fs.Int64Var(&c.Quotas.AssetsPerDay, "quota-assets", c.Quotas.AssetsPerDay, "assets a key may create per UTC day; 0: unlimited (env SLUICE_QUOTA_ASSETS)")
 	fs.Float64Var(&c.Quotas.AIUnitsPerDay, "quota-ai-units", c.Quotas.AIUnitsPerDay, "AI units a key's assets may use per UTC day; 0: unlimited (env SLUICE_QUOTA_AI_UNITS)")
+	fs.Func("allowed-types", "content types accepted as uploads, judged from their first bytes: type/subtype or type/*, comma-separated (env SLUICE_ALLOWED_TYPES; default video/*,audio/*,image/*)", func(v string) error {
+		c.Upload.AllowedTypes = splitList(v)
+		return nil
+	})
 	fs.Func("ingest-hosts", "hosts URL ingest may fetch from, comma-separated; *.example.com for subdomains; empty: any public host (env SLUICE_INGEST_HOSTS)", func(v string) error {
 		c.Ingest.AllowedHosts = splitList(v)
 		return nil
@@ -319,12 +336,22 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 		}
 		c.AdminToken = strings.TrimSpace(string(b))
 	}
+	if v := getenv("SLUICE_ALLOWED_TYPES"); v != "" {
+		c.Upload.AllowedTypes = splitList(v)
+	}
 	if v := getenv("SLUICE_INGEST_HOSTS"); v != "" {
 		c.Ingest.AllowedHosts = splitList(v)
 	}
 	dur("SLUICE_INGEST_TIMEOUT", &c.Ingest.Timeout)
 	// Lifting the SSRF checks is for tests and closed networks only, so
 	// it has no flag.
+	if v := getenv("SLUICE_WEBHOOK_ALLOW_PRIVATE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: SLUICE_WEBHOOK_ALLOW_PRIVATE: %w", err))
+		}
+		c.WebhookAllowPrivate = b
+	}
 	if v := getenv("SLUICE_INGEST_ALLOW_PRIVATE"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -54,6 +54,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusUnauthorized, "unauthenticated"
 	case errors.Is(err, auth.ErrScope):
 		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, upload.ErrUnsupportedType):
+		return http.StatusUnsupportedMediaType, "unsupported_type"
 	case errors.Is(err, upload.ErrSourceRefused):
 		return http.StatusBadRequest, "source_refused"
 	case errors.As(err, &mbe), errors.Is(err, upload.ErrTooLarge):

@@ -62,9 +62,11 @@ type Deps struct {
 	Signer   *auth.Signer
 	Keys     *auth.Keys
 	// Usage reads a key's quota use for GET /v1/usage.
-	Usage   UsageReader
-	Metrics *telemetry.Metrics
-	Log     *slog.Logger
+	Usage UsageReader
+	// CheckWebhookURL refuses webhook URLs Sluice must not send to.
+	CheckWebhookURL func(ctx context.Context, rawURL string) error
+	Metrics         *telemetry.Metrics
+	Log             *slog.Logger
 	// Ready lists checks /readyz runs.
 	Ready map[string]Checker
 }
@@ -136,6 +138,10 @@ func (g *Gateway) routes() {
 	m.Handle("POST /v1/keys", g.scopedFunc(admin, g.createKey))
 	m.Handle("GET /v1/keys", g.scopedFunc(admin, g.listKeys))
 	m.Handle("DELETE /v1/keys/{id}", g.scopedFunc(admin, g.revokeKey))
+	m.Handle("POST /v1/webhooks", g.scopedFunc(read, g.createWebhook))
+	m.Handle("GET /v1/webhooks", g.scopedFunc(read, g.listWebhooks))
+	m.Handle("DELETE /v1/webhooks/{id}", g.scopedFunc(read, g.deleteWebhook))
+	m.Handle("GET /v1/webhooks/{id}/deliveries", g.scopedFunc(read, g.listDeliveries))
 	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)
 	m.Handle("GET /metrics", promhttp.HandlerFor(g.deps.Metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -256,6 +256,24 @@ func (f *Fetcher) transport(pins *pinTable) *http.Transport {
 	}
 }
 
+// Client returns an HTTP client for other requests to URLs users chose
+// (webhook deliveries): each connection resolves and checks its host as
+// Fetch checks a hop (allowlist, forbidden addresses) and connects only
+// to an address it checked. It follows no redirects.
+func (f *Fetcher) Client() *http.Client {
+	t := f.transport(nil)
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if f.err != nil {
+			return nil, f.err
+		}
+		return f.dialContext(&pinTable{m: make(map[string][]netip.Addr)})(ctx, network, addr)
+	}
+	return &http.Client{
+		Transport:     t,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // dialContext dials the addresses pinned for the requested host, in order,
 // until one connects. The transport passes the URL's host, so TLS SNI and
 // verification use the name, not the address.

@@ -57,13 +57,13 @@ func (p Proxies) trusted(a netip.Addr) bool {
 // That is the peer (r.RemoteAddr) unless the peer is a trusted proxy.
 // Then it is the nearest untrusted hop in X-Forwarded-For (every line,
 // read from the right, since each proxy appends the address it received
-// from), or, where X-Forwarded-For has no entries, in the for=
-// parameters of the RFC 7239 Forwarded header. Whatever a client writes itself
-// lies to the left of what the proxies append and is never reached
-// while the hops to its right are well formed. If every hop is trusted
-// the leftmost is the client. A malformed hop ("unknown", an obfuscated
-// identifier, garbage) stops the walk and the last good hop is the
-// client.
+// from), or, where X-Forwarded-For has no entries, in the for= parameters
+// of the RFC 7239 Forwarded header. Whatever a client writes itself lies
+// to the left of what the proxies append, and reading from the right
+// means it is neither reached nor even parsed while the hops to its
+// right are well formed. If every hop is trusted the leftmost is the
+// client. A malformed hop ("unknown", an obfuscated identifier, garbage)
+// stops the walk and the last good hop is the client.
 //
 // Proxies that only write Forwarded must drop an X-Forwarded-For sent by
 // the client, or it would be read instead.
@@ -75,18 +75,30 @@ func (p Proxies) ClientIP(r *http.Request) netip.Addr {
 	if !client.IsValid() || !p.trusted(client) {
 		return client
 	}
-	hops := xffHops(r.Header.Values("X-Forwarded-For"))
-	if len(hops) == 0 {
-		hops = forwardedHops(r.Header.Values("Forwarded"))
+	lines, forwarded := r.Header.Values("X-Forwarded-For"), false
+	if !hasElements(lines) {
+		lines, forwarded = r.Header.Values("Forwarded"), true
 	}
-	for i := len(hops) - 1; i >= 0; i-- {
-		a := hops[i]
-		if !a.IsValid() {
-			break
-		}
-		client = a
-		if !p.trusted(a) {
-			break
+	for i := len(lines) - 1; i >= 0; i-- {
+		for rest, more := lines[i], true; more; {
+			var elem string
+			rest, elem, more = cutLast(rest, forwarded)
+			if elem = strings.Trim(elem, " \t"); elem == "" {
+				continue // RFC 9110 lists may have empty elements
+			}
+			var a netip.Addr
+			if forwarded {
+				a = forwardedFor(elem)
+			} else {
+				a = parseNode(elem, false)
+			}
+			if !a.IsValid() {
+				return client
+			}
+			client = a
+			if !p.trusted(a) {
+				return client
+			}
 		}
 	}
 	return client
@@ -104,40 +116,36 @@ func parseRemoteAddr(s string) netip.Addr {
 
 func normalize(a netip.Addr) netip.Addr { return a.Unmap().WithZone("") }
 
-// xffHops parses X-Forwarded-For lines into hops, left to right; a
-// malformed entry is the zero Addr. Empty list elements are skipped, as
-// RFC 9110 list syntax asks.
-func xffHops(lines []string) []netip.Addr {
-	var hops []netip.Addr
-	for _, line := range lines {
-		for e := range strings.SplitSeq(line, ",") {
-			if e = strings.Trim(e, " \t"); e != "" {
-				hops = append(hops, parseNode(e, false))
-			}
+func hasElements(lines []string) bool {
+	for _, l := range lines {
+		if strings.Trim(l, " \t,") != "" {
+			return true
 		}
 	}
-	return hops
+	return false
 }
 
-// forwardedHops parses RFC 7239 Forwarded lines into the for= address of
-// each forwarded-element, left to right; a malformed element, or one
-// without a usable for=, is the zero Addr.
-func forwardedHops(lines []string) []netip.Addr {
-	var hops []netip.Addr
-	for _, line := range lines {
-		for _, e := range splitQuoted(line, ',') {
-			if e = strings.Trim(e, " \t"); e != "" {
-				hops = append(hops, forwardedFor(e))
-			}
+// cutLast cuts the last element off a list: s is before, the element is
+// after, and found reports whether there was a comma. With quotes, a
+// comma inside a quoted string does not count; quotes are paired from
+// the right, so the elements proxies append are read correctly whatever
+// a client wrote before them (a stray quote of its own makes only its
+// own element malformed).
+func cutLast(s string, quotes bool) (before, after string, found bool) {
+	in := false
+	for i := len(s) - 1; i >= 0; i-- {
+		switch {
+		case quotes && s[i] == '"':
+			in = !in
+		case s[i] == ',' && !in:
+			return s[:i], s[i+1:], true
 		}
 	}
-	return hops
+	return "", s, false
 }
 
-// splitQuoted splits s at sep outside quoted strings. A quote without
-// its closing quote is an ordinary character here, so it cannot hide the
-// elements that proxies append after a client's own (its element is then
-// rejected as malformed).
+// splitQuoted splits s at sep outside quoted strings; an unterminated
+// quote is an ordinary character.
 func splitQuoted(s string, sep byte) []string {
 	var parts []string
 	start := 0

@@ -32,16 +32,16 @@ func Example() {
 
 	for range 3 {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.RemoteAddr = "10.0.0.1:4321"                   // the load balancer
+		r.RemoteAddr = "10.0.0.1:4321"                 // the load balancer
 		r.Header.Set("X-Forwarded-For", "203.0.113.7") // the client it saw
 		w := httptest.NewRecorder()
 		handler.ServeHTTP(w, r)
-		fmt.Println(w.Code, w.Header().Get("Retry-After"))
+		fmt.Printf("%d Retry-After: %q\n", w.Code, w.Header().Get("Retry-After"))
 	}
 	// Output:
-	// 200
-	// 200
-	// 429 1
+	// 200 Retry-After: ""
+	// 200 Retry-After: ""
+	// 429 Retry-After: "1"
 }
 
 func ExampleAddrKey() {

@@ -69,12 +69,17 @@ func (c Config) Validate() error {
 // When a shard is full, adding a key forgets the bucket that refills to
 // its burst soonest: a bucket that is already full if there is one (no
 // loss: a new bucket starts full), otherwise the one nearest to full,
-// whose key gains the fewest tokens by being forgotten. A key being
-// refused has the emptiest bucket and is forgotten last; resetting it by
-// flooding the limiter with new keys takes more new keys than a shard
-// holds, arriving faster than that key would refill anyway. With MaxKeys
-// under 128 there is one shard and this order is exact; above that it
-// holds within each shard.
+// whose key gains the fewest tokens by being forgotten. That is the cost
+// of the bound: under more distinct keys than MaxKeys, forgotten keys
+// start over with a full burst. A key being refused has an empty bucket
+// and is forgotten last. A flood of new keys, one request each, only
+// evicts its own kind; to reset a limited key a client must empty the
+// buckets of about MaxKeys other keys (its shard is not chosen by the
+// client) faster than that key refills, and has then had those tokens
+// anyway. With MaxKeys under 128 there is one shard and this order is
+// exact; above that it holds within each shard, and since each shard
+// holds its share of MaxKeys, a little fewer than MaxKeys may be
+// remembered when hashing spreads keys unevenly.
 type Limiter struct {
 	limit  rate.Limit
 	burst  int
@@ -82,21 +87,33 @@ type Limiter struct {
 	shards []shard // nil: unlimited
 }
 
-// shard holds some of a Limiter's buckets: a map for lookup and a
-// min-heap on the time each bucket will be full, for eviction.
+// shard holds some of a Limiter's buckets: a map for lookup and, for
+// eviction, a min-heap of the buckets on the time each will be full.
+//
+// A bucket's full time only grows as it is used, so Allow just records it
+// and leaves the heap alone; the heap entry keeps the time at which it
+// was pushed, a lower bound. Eviction pops the least entry and, if its
+// bucket has since moved later, pushes it back with the new time and
+// tries again. The first entry that is up to date is the true minimum.
+// Each push back pays for at least one Allow, so the hot path stays a
+// map lookup and the heap work is done only when something is evicted.
 type shard struct {
 	mu      sync.Mutex
 	buckets map[string]*bucket
-	heap    []*bucket
+	heap    []entry
 	max     int
 	_       [64]byte // keep neighboring shards' locks off one cache line
 }
 
 type bucket struct {
-	key   string
-	lim   *rate.Limiter
-	full  time.Time // when lim will have refilled to its burst
-	index int       // position in shard.heap
+	key  string
+	lim  *rate.Limiter
+	full time.Time // when lim will have refilled to its burst
+}
+
+type entry struct {
+	full time.Time // b.full when pushed; never later than b.full
+	b    *bucket
 }
 
 const (
@@ -143,17 +160,22 @@ func (l *Limiter) Allow(key string, now time.Time) (ok bool, retryAfter time.Dur
 	defer s.mu.Unlock()
 
 	b := s.buckets[key]
-	if b == nil {
+	added := b == nil
+	if added {
 		if len(s.buckets) >= s.max {
 			s.evict()
 		}
-		b = &bucket{key: key, lim: rate.NewLimiter(l.limit, l.burst)}
+		b = &bucket{key: key, lim: rate.NewLimiter(l.limit, l.burst), full: now}
 		s.buckets[key] = b
-		s.push(b)
 	}
-	if b.lim.AllowN(now, 1) {
+	ok = b.lim.AllowN(now, 1)
+	if ok {
 		b.full = now.Add(l.duration(float64(l.burst) - b.lim.TokensAt(now)))
-		s.fix(b.index)
+	}
+	if added {
+		s.push(entry{b.full, b})
+	}
+	if ok {
 		return true, 0
 	}
 	// The deficit's time, computed as rate.Limiter computes it: the
@@ -188,67 +210,52 @@ func (l *Limiter) Len() int {
 
 // evict forgets the bucket that is full soonest (see Limiter).
 func (s *shard) evict() {
-	b := s.heap[0]
-	last := len(s.heap) - 1
-	s.swap(0, last)
-	s.heap[last] = nil
-	s.heap = s.heap[:last]
-	if last > 0 {
-		s.down(0)
-	}
-	delete(s.buckets, b.key)
-}
-
-func (s *shard) push(b *bucket) {
-	b.index = len(s.heap)
-	s.heap = append(s.heap, b)
-	s.up(b.index)
-}
-
-// fix restores the heap after the bucket at i changed its full time.
-func (s *shard) fix(i int) {
-	if !s.down(i) {
-		s.up(i)
-	}
-}
-
-func (s *shard) less(i, j int) bool { return s.heap[i].full.Before(s.heap[j].full) }
-
-func (s *shard) swap(i, j int) {
-	s.heap[i], s.heap[j] = s.heap[j], s.heap[i]
-	s.heap[i].index = i
-	s.heap[j].index = j
-}
-
-func (s *shard) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !s.less(i, p) {
-			return
+	for {
+		e := s.pop()
+		if e.b.full.After(e.full) {
+			s.push(entry{e.b.full, e.b})
+			continue
 		}
-		s.swap(i, p)
+		delete(s.buckets, e.b.key)
+		return
+	}
+}
+
+func (s *shard) push(e entry) {
+	s.heap = append(s.heap, e)
+	h := s.heap
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].full.Before(h[p].full) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
 		i = p
 	}
 }
 
-// down reports whether the bucket at i moved.
-func (s *shard) down(i int) bool {
-	start, n := i, len(s.heap)
-	for {
+func (s *shard) pop() entry {
+	h := s.heap
+	top, n := h[0], len(h)-1
+	h[0] = h[n]
+	h[n] = entry{}
+	h = h[:n]
+	for i := 0; ; {
 		c := 2*i + 1
 		if c >= n {
 			break
 		}
-		if r := c + 1; r < n && s.less(r, c) {
+		if r := c + 1; r < n && h[r].full.Before(h[c].full) {
 			c = r
 		}
-		if !s.less(c, i) {
+		if !h[c].full.Before(h[i].full) {
 			break
 		}
-		s.swap(i, c)
+		h[i], h[c] = h[c], h[i]
 		i = c
 	}
-	return i > start
+	s.heap = h
+	return top
 }
 
 // RetryAfter formats d for a Retry-After header: whole seconds, rounded

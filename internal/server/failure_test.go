@@ -26,8 +26,11 @@ import (
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
-// TestBadInput uploads each broken or hostile file: each becomes a failed
-// asset with a one-line reason, and the server goes on serving.
+// TestBadInput uploads each broken or hostile file. Those whose first
+// bytes are not media (empty files, text, playlists, concat scripts)
+// are refused at the edge with 415 and nothing stored, by PUT and by
+// tus; the rest become failed assets with a one-line reason. The server
+// goes on serving.
 func TestBadInput(t *testing.T) { forSetups(t, testBadInput) }
 
 func testBadInput(t *testing.T, cfg config.Config) {
@@ -35,6 +38,27 @@ func testBadInput(t *testing.T, cfg config.Config) {
 	dir := t.TempDir()
 	for _, bad := range mediatest.BadInputs(t, dir) {
 		t.Run(bad.Name, func(t *testing.T) {
+			data, err := os.ReadFile(bad.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(data) == 0 || !upload.TypeAllowed(upload.DefaultAllowedTypes, upload.Sniff(data)) {
+				before, err := h.bucket.List(ctxT(t, 10*time.Second), "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, threshold := range []int64{1 << 40, 0} { // PUT, then tus
+					_, err := h.client.UploadFile(ctxT(t, time.Minute), bad.Path, client.UploadOptions{TusThreshold: threshold})
+					var ce *client.Error
+					if !errors.As(err, &ce) || ce.Status != http.StatusUnsupportedMediaType {
+						t.Fatalf("upload (tus threshold %d): %v, want 415", threshold, err)
+					}
+				}
+				if after, err := h.bucket.List(ctxT(t, 10*time.Second), ""); err != nil || len(after) != len(before) {
+					t.Errorf("refused uploads stored objects: %d objects before, %d after (%v)", len(before), len(after), err)
+				}
+				return
+			}
 			a := h.wait(t, h.uploadPut(t, bad.Path))
 			if a.Status != wire.StatusFailed {
 				t.Fatalf("status = %s, want failed", a.Status)
@@ -106,7 +130,8 @@ func TestBadRequests(t *testing.T) {
 	h := start(t, cfg)
 	base := h.URL()
 	ctx := ctxT(t, time.Minute)
-	content := bytes.Repeat([]byte("x"), 1000)
+	// 1000 bytes that sniff as a PNG: content uploads accept.
+	content := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte("x"), 992)...)
 	sum := sha256.Sum256(content)
 	newUpload := func(size int64, sha string) wire.Upload {
 		up, err := h.client.CreateUpload(ctx, wire.UploadRequest{Name: "f.bin", Size: size, SHA256: sha})
@@ -178,7 +203,7 @@ func TestBadRequests(t *testing.T) {
 
 	t.Run("checksum mismatch, then the right bytes", func(t *testing.T) {
 		up := newUpload(int64(len(content)), hex.EncodeToString(sum[:]))
-		wrong := bytes.Repeat([]byte("y"), len(content))
+		wrong := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte("y"), len(content)-8)...)
 		status, code, _ := request(t, "PUT", up.URL, bytes.NewReader(wrong), nil, int64(len(wrong)))
 		if status != 400 || code != "checksum_mismatch" || stored(up.AssetID) {
 			t.Fatalf("wrong bytes: %d %s stored=%v; want 400 checksum_mismatch, nothing stored", status, code, stored(up.AssetID))

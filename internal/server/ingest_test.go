@@ -89,6 +89,10 @@ func TestIngestRefusals(t *testing.T) {
 			t.Errorf("%.60s: the answer reveals a resolved address: %s", tt.url, body)
 		}
 	}
+	// Webhook URLs get the same checks.
+	if status, code, _ := request(t, "POST", h.URL()+"/v1/webhooks", strings.NewReader(`{"url":"http://127.0.0.1:9/hook"}`), nil, -1); status != 400 || code != "url_refused" {
+		t.Errorf("webhook to loopback: %d %s, want 400 url_refused", status, code)
+	}
 	page, err := h.client.Assets(ctxT(t, 10*time.Second), "", 100)
 	if err != nil {
 		t.Fatal(err)

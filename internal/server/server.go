@@ -36,6 +36,7 @@ import (
 	"github.com/sluice-media/sluice/internal/store/sqlite"
 	"github.com/sluice-media/sluice/internal/telemetry"
 	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/webhook"
 	"github.com/sluice-media/sluice/internal/worker"
 )
 
@@ -88,6 +89,7 @@ type Server struct {
 	variants  *delivery.Variants
 	ai        *ai.Gateway
 	keys      *auth.Keys
+	hooks     *webhook.Dispatcher
 	// adminToken is the admin key created on this, the first, start.
 	adminToken string
 	tls        bool // serving HTTPS
@@ -155,11 +157,24 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if s.worker, err = worker.New(cfg.Worker, s.store, s.bucket, s.queue, s.pipelines, s.Metrics, log); err != nil {
 		return nil, err
 	}
+	// Webhook requests go only where URL ingest may fetch from (host
+	// allowlist aside): never to private or metadata addresses.
+	hookNet := ingest.NewFetcher(ingest.FetchConfig{AllowPrivate: cfg.WebhookAllowPrivate})
+	sender, err := webhook.NewSender(cfg.Webhooks, hookNet.Client(), nil)
+	if err != nil {
+		return nil, err
+	}
+	s.hooks = webhook.NewDispatcher(webhook.DispatchConfig{}, s.store, sender, log)
+	s.worker.OnFinish = s.hooks.AssetFinished
 	s.registerQueueDepth()
 	s.queue.OnAbandoned(func(ctx context.Context, ev event.ObjectCreated, reason string) {
 		s.Metrics.DeadLetters.Inc()
 		if err := s.store.SetAssetStatus(ctx, ev.AssetID, store.StatusFailed, reason); err != nil {
 			log.Error("mark abandoned asset failed", "asset", ev.AssetID, "err", err)
+			return
+		}
+		if err := s.hooks.AssetFinished(ctx, ev.AssetID, ev.IdempotencyKey()); err != nil {
+			log.Error("announce abandoned asset", "asset", ev.AssetID, "err", err)
 		}
 	})
 
@@ -177,17 +192,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	s.variants.Log = log
 	gcfg := gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins, Dev: cfg.Dev, Limits: cfg.Limits}
 	gw, err := gateway.New(gcfg, gateway.Deps{
-		Store:       s.store,
-		Uploads:     s.uploads,
-		Delivery:    deliv,
-		Variants:    s.variants,
-		DeadLetters: s.queue,
-		Pipelines:   s.pipelines,
-		Signer:      signer,
-		Keys:        s.keys,
-		Usage:       s.store,
-		Metrics:     s.Metrics,
-		Log:         log,
+		Store:           s.store,
+		Uploads:         s.uploads,
+		Delivery:        deliv,
+		Variants:        s.variants,
+		DeadLetters:     s.queue,
+		Pipelines:       s.pipelines,
+		Signer:          signer,
+		Keys:            s.keys,
+		Usage:           s.store,
+		CheckWebhookURL: hookNet.Check,
+		Metrics:         s.Metrics,
+		Log:             log,
 		Ready: map[string]gateway.Checker{
 			"store":       s.store.Ping,
 			"queue":       s.queue.Ping,
@@ -266,7 +282,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		s.hooks.Run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		serve := func() error { return s.http.Serve(s.ln) }

@@ -151,7 +151,14 @@ func (s *Service) fetchInto(ctx context.Context, a store.Asset, src string, dige
 		return blob.Attrs{}, fmt.Errorf("%w: the source is %d bytes, over the %d this key may still store", ErrTooLarge, resp.Size, limit)
 	}
 	body := &limitedReader{r: resp.Body, n: limit}
-	attrs, err := s.bucket.Put(ctx, a.Key, body, blob.PutOptions{Size: -1, SHA256: digest})
+	head, all, err := peekHead(body)
+	if err != nil {
+		return blob.Attrs{}, err
+	}
+	if _, err := s.checkHead(head); err != nil {
+		return blob.Attrs{}, err
+	}
+	attrs, err := s.bucket.Put(ctx, a.Key, all, blob.PutOptions{Size: -1, SHA256: digest})
 	if body.over {
 		return blob.Attrs{}, fmt.Errorf("%w: the source is larger than the %d bytes this key may still store", ErrTooLarge, limit)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path"
@@ -142,6 +143,18 @@ func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if err := s.checkFile(info.Storage["Path"]); err != nil {
+		if !errors.Is(err, ErrUnsupportedType) {
+			return fail(err)
+		}
+		s.metrics.Uploads.WithLabelValues("tus", "rejected").Inc()
+		_ = os.Remove(info.Storage["Path"])
+		_ = os.Remove(info.Storage["InfoPath"])
+		if serr := s.store.SetAssetStatus(ctx, a.ID, store.StatusFailed, err.Error()); serr != nil {
+			s.log.Error("upload: mark refused tus upload failed", "asset", a.ID, "err", serr)
+		}
+		return tusd.HTTPResponse{}, tusd.NewError("ERR_UNSUPPORTED_TYPE", err.Error(), http.StatusUnsupportedMediaType)
+	}
 	attrs, err := blob.Import(ctx, s.bucket, a.Key, info.Storage["Path"], blob.PutOptions{ContentType: a.ContentType, Size: info.Size})
 	if err != nil {
 		return fail(err)
@@ -152,6 +165,22 @@ func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
 		return fail(err)
 	}
 	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Sluice-Asset-Id": a.ID}}, nil
+}
+
+// checkFile applies checkHead to the start of a file.
+func (s *Service) checkFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, SniffLen)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return err
+	}
+	_, err = s.checkHead(head[:n])
+	return err
 }
 
 // tusTerminate fails the asset of an upload its client cancelled.

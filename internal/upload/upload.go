@@ -10,6 +10,7 @@
 package upload
 
 import (
+	"bufio"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -41,6 +42,9 @@ var (
 	ErrAlreadyUploaded = errors.New("upload: content already uploaded")
 	// ErrNotReady means the asset is not in a state the request needs.
 	ErrNotReady = errors.New("upload: asset not ready")
+	// ErrUnsupportedType means the content's first bytes are not a type
+	// uploads accept; nothing was stored.
+	ErrUnsupportedType = errors.New("upload: unsupported content type")
 )
 
 // Config configures ingest.
@@ -57,6 +61,9 @@ type Config struct {
 	// StaleAfter is how long an uploaded asset may sit unfinished with no
 	// worker holding it before Reconcile queues it again. Default 2m.
 	StaleAfter time.Duration
+	// AllowedTypes are the content types accepted, judged by sniffing
+	// the first bytes (see TypeAllowed). Default DefaultAllowedTypes.
+	AllowedTypes []string
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +79,34 @@ func (c *Config) setDefaults() {
 	if c.StaleAfter <= 0 {
 		c.StaleAfter = 2 * time.Minute
 	}
+	if len(c.AllowedTypes) == 0 {
+		c.AllowedTypes = DefaultAllowedTypes
+	}
+}
+
+// checkHead sniffs the first bytes of an upload and refuses types not
+// allowed, before anything is stored. It returns the sniffed type.
+func (s *Service) checkHead(head []byte) (string, error) {
+	if len(head) == 0 {
+		return "", fmt.Errorf("%w: the file is empty", ErrUnsupportedType)
+	}
+	ct := Sniff(head)
+	if !TypeAllowed(s.cfg.AllowedTypes, ct) {
+		return "", fmt.Errorf("%w: the content is %s, judged from its first bytes; accepted: %s",
+			ErrUnsupportedType, ct, strings.Join(s.cfg.AllowedTypes, ", "))
+	}
+	return ct, nil
+}
+
+// peekHead reads what checkHead needs from r and returns a reader that
+// yields all of r again.
+func peekHead(r io.Reader) ([]byte, io.Reader, error) {
+	br := bufio.NewReaderSize(r, SniffLen)
+	head, err := br.Peek(SniffLen)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, nil, err
+	}
+	return head, br, nil
 }
 
 // Publisher queues events.
@@ -298,7 +333,15 @@ func (s *Service) Receive(ctx context.Context, p Put) (wire.UploadResult, error)
 	if !a.UploadedAt.IsZero() {
 		return wire.UploadResult{}, ErrAlreadyUploaded
 	}
-	attrs, err := s.bucket.Put(ctx, a.Key, p.Body, blob.PutOptions{ContentType: a.ContentType, Size: size, SHA256: digest})
+	head, body, err := peekHead(p.Body)
+	if err != nil {
+		return wire.UploadResult{}, err
+	}
+	if _, err := s.checkHead(head); err != nil {
+		s.metrics.Uploads.WithLabelValues("put", "rejected").Inc()
+		return wire.UploadResult{}, err
+	}
+	attrs, err := s.bucket.Put(ctx, a.Key, body, blob.PutOptions{ContentType: a.ContentType, Size: size, SHA256: digest})
 	if err != nil {
 		s.metrics.Uploads.WithLabelValues("put", "rejected").Inc()
 		return wire.UploadResult{}, err
@@ -316,6 +359,17 @@ func equal(a, b []byte) bool { return string(a) == string(b) }
 // asset later, so it is logged, not returned.
 func (s *Service) complete(ctx context.Context, a store.Asset, attrs blob.Attrs, action, method string) error {
 	ctype, err := s.sniff(ctx, a.Key)
+	if errors.Is(err, ErrUnsupportedType) {
+		// Every path checks the head before storing; this is an object
+		// stored before that (found by Reconcile): refuse it the same way.
+		if derr := s.bucket.Delete(ctx, a.Key); derr != nil {
+			s.log.Error("upload: delete refused object", "asset", a.ID, "err", derr)
+		}
+		if serr := s.store.SetAssetStatus(ctx, a.ID, store.StatusFailed, err.Error()); serr != nil {
+			s.log.Error("upload: mark refused asset failed", "asset", a.ID, "err", serr)
+		}
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -379,13 +433,10 @@ func (s *Service) sniff(ctx context.Context, key string) (string, error) {
 		return "", err
 	}
 	defer obj.Close()
-	head := make([]byte, 512)
+	head := make([]byte, SniffLen)
 	n, err := io.ReadFull(obj, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return "", err
 	}
-	if n == 0 {
-		return "application/octet-stream", nil
-	}
-	return http.DetectContentType(head[:n]), nil
+	return s.checkHead(head[:n])
 }

@@ -84,12 +84,12 @@ func (f *fixture) pending(t *testing.T, want uint64) uint64 {
 func TestReconcileCompletesStoredButUnrecordedUpload(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	up, err := f.svc.Create(ctx, wire.UploadRequest{Name: "a.mp4", Size: 5}, "http://x")
+	up, err := f.svc.Create(ctx, wire.UploadRequest{Name: "a.mp4", Size: 8}, "http://x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The bytes landed, then the process died before recording them.
-	if _, err := f.bkt.Put(ctx, SourceKey(up.AssetID), strings.NewReader("hello"), blob.PutOptions{Size: 5}); err != nil {
+	if _, err := f.bkt.Put(ctx, SourceKey(up.AssetID), bytes.NewReader(pngHead), blob.PutOptions{Size: 8}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := f.svc.Reconcile(ctx); err != nil || st != (ReconcileStats{}) {
@@ -101,8 +101,8 @@ func TestReconcileCompletesStoredButUnrecordedUpload(t *testing.T) {
 		t.Fatalf("Reconcile = %+v %v, want 1 completed", st, err)
 	}
 	a, _ := f.store.GetAsset(ctx, up.AssetID)
-	if a.UploadedAt.IsZero() || a.Size != 5 || a.Status != store.StatusPending {
-		t.Errorf("asset = %+v, want uploaded, 5 bytes, pending", a)
+	if a.UploadedAt.IsZero() || a.Size != 8 || a.Status != store.StatusPending {
+		t.Errorf("asset = %+v, want uploaded, 8 bytes, pending", a)
 	}
 	if got := f.pending(t, 1); got != 1 {
 		t.Errorf("events queued = %d, want 1", got)
@@ -112,7 +112,7 @@ func TestReconcileCompletesStoredButUnrecordedUpload(t *testing.T) {
 func TestReconcileExpiresAbandonedPut(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	up, err := f.svc.Create(ctx, wire.UploadRequest{Name: "a.mp4", Size: 5}, "http://x")
+	up, err := f.svc.Create(ctx, wire.UploadRequest{Name: "a.mp4", Size: 8}, "http://x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestReconcileRequeuesOnlyLostEvents(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	put := func(name string) string {
-		up, err := f.svc.Create(ctx, wire.UploadRequest{Name: name, Size: 5}, "http://x")
+		up, err := f.svc.Create(ctx, wire.UploadRequest{Name: name, Size: 8}, "http://x")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +146,7 @@ func TestReconcileRequeuesOnlyLostEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.svc.Receive(ctx, Put{AssetID: up.AssetID, Body: strings.NewReader("hello"), ContentLength: 5, Constraints: c}); err != nil {
+		if _, err := f.svc.Receive(ctx, Put{AssetID: up.AssetID, Body: bytes.NewReader(pngHead), ContentLength: 8, Constraints: c}); err != nil {
 			t.Fatal(err)
 		}
 		return up.AssetID
@@ -252,29 +252,38 @@ func TestTusExpirationAndTermination(t *testing.T) {
 	}
 }
 
+// pngHead is 8 bytes that sniff as a PNG image: content uploads accept.
+var pngHead = []byte("\x89PNG\r\n\x1a\n")
+
 func TestReceiveChecks(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	body := []byte("0123456789")
+	body := append(pngHead, 0, 0) // 10 bytes
 	for _, tt := range []struct {
 		name   string
 		length int64
 		ctype  string
 		c      map[string]string
 		want   error
+		body   []byte // default body
 	}{
-		{"longer than declared", 11, "", map[string]string{"size": "10"}, ErrTooLarge},
-		{"shorter than declared", 9, "", map[string]string{"size": "10"}, ErrInvalid},
-		{"no size signed", 10, "", map[string]string{}, ErrInvalid},
-		{"wrong content type", 10, "text/plain", map[string]string{"size": "10", "type": "video/mp4"}, ErrInvalid},
-		{"wrong checksum", 10, "", map[string]string{"size": "10", "sha256": hex.EncodeToString(make([]byte, 32))}, blob.ErrChecksumMismatch},
+		{"longer than declared", 11, "", map[string]string{"size": "10"}, ErrTooLarge, nil},
+		{"shorter than declared", 9, "", map[string]string{"size": "10"}, ErrInvalid, nil},
+		{"no size signed", 10, "", map[string]string{}, ErrInvalid, nil},
+		{"wrong content type", 10, "text/plain", map[string]string{"size": "10", "type": "video/mp4"}, ErrInvalid, nil},
+		{"wrong checksum", 10, "", map[string]string{"size": "10", "sha256": hex.EncodeToString(make([]byte, 32))}, blob.ErrChecksumMismatch, nil},
+		{"not media", 10, "", map[string]string{"size": "10"}, ErrUnsupportedType, []byte("#EXTM3U\n#x\n")},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			up, err := f.svc.Create(ctx, wire.UploadRequest{Name: "x", Size: 10}, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = f.svc.Receive(ctx, Put{AssetID: up.AssetID, Body: bytes.NewReader(body), ContentLength: tt.length, ContentType: tt.ctype, Constraints: tt.c})
+			b := body
+			if tt.body != nil {
+				b = tt.body
+			}
+			_, err = f.svc.Receive(ctx, Put{AssetID: up.AssetID, Body: bytes.NewReader(b), ContentLength: tt.length, ContentType: tt.ctype, Constraints: tt.c})
 			if !isErr(err, tt.want) {
 				t.Errorf("Receive = %v, want %v", err, tt.want)
 			}

@@ -12,7 +12,11 @@
 // again (NextDelay), so a durable queue can drive retries over hours; Send
 // runs the whole schedule in-process for callers that have no queue.
 //
-// The package imports nothing else of Sluice's.
+// Dispatch (dispatch.go): Dispatcher is that durable queue. When a job
+// finishes, AssetFinished stores one delivery per interested endpoint in
+// the state store; Run claims due deliveries under a lease, attempts
+// them and records each outcome, which is also the endpoint's delivery
+// log at the API. It depends on the store package only.
 package webhook
 
 import (

@@ -245,3 +245,53 @@ type IngestRequest struct {
 	SHA256   string            `json:"sha256,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
+
+// WebhookRequest is the body of POST /v1/webhooks.
+type WebhookRequest struct {
+	URL string `json:"url"`
+	// Events limits the event types sent (asset.succeeded, asset.failed,
+	// asset.degraded); empty: all.
+	Events []string `json:"events,omitempty"`
+	// Pipeline limits the endpoint to assets of one pipeline.
+	Pipeline string `json:"pipeline,omitempty"`
+	// AllAssets (admin keys only) hears about every asset, not only those
+	// the calling key created.
+	AllAssets bool `json:"all_assets,omitempty"`
+}
+
+// Webhook is an endpoint; Secret is only shown when it is created.
+type Webhook struct {
+	ID             string     `json:"id"`
+	URL            string     `json:"url"`
+	Events         []string   `json:"events"`
+	Pipeline       string     `json:"pipeline,omitempty"`
+	Owner          string     `json:"owner,omitempty"`
+	Secret         string     `json:"secret,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	DisabledAt     *time.Time `json:"disabled_at,omitempty"`
+	DisabledReason string     `json:"disabled_reason,omitempty"`
+}
+
+// WebhookList is the document at GET /v1/webhooks.
+type WebhookList struct {
+	Webhooks []Webhook `json:"webhooks"`
+}
+
+// Delivery is one event sent, or being sent, to an endpoint.
+type Delivery struct {
+	ID         string     `json:"id"` // the webhook-id header
+	Type       string     `json:"type"`
+	AssetID    string     `json:"asset_id"`
+	State      string     `json:"state"` // pending, delivered, failed
+	Attempts   int        `json:"attempts"`
+	LastStatus int        `json:"last_status,omitempty"`
+	LastError  string     `json:"last_error,omitempty"`
+	NextAt     *time.Time `json:"next_attempt_at,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+}
+
+// DeliveryList is the document at GET /v1/webhooks/{id}/deliveries.
+type DeliveryList struct {
+	Deliveries []Delivery `json:"deliveries"`
+}

@@ -73,6 +73,11 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 				_ = w.store.SetAssetStatus(ctx, asset.ID, job.Status, job.Error)
 			}
 		}
+		// The worker that finished it may have died before announcing it;
+		// announcing again queues nothing twice.
+		if !w.announce(ctx, d, log, key) {
+			return
+		}
 		w.ack(ctx, d, log, "duplicate")
 		return
 	}
@@ -248,7 +253,31 @@ func (w *Worker) finish(ctx context.Context, d *queue.Delivery, log *slog.Logger
 		w.retry(ctx, d, log, key, fmt.Errorf("record result: %w", err))
 		return
 	}
+	if !w.announce(ctx, d, log, key) {
+		return
+	}
 	w.ack(ctx, d, log, string(status))
+}
+
+// announce calls OnFinish for a finished job. When it fails the delivery
+// is put back (not acknowledged), so that it comes back, finds the job
+// finished and announces it again; on the last delivery the failure is
+// only logged.
+func (w *Worker) announce(ctx context.Context, d *queue.Delivery, log *slog.Logger, key string) bool {
+	if w.OnFinish == nil {
+		return true
+	}
+	err := w.OnFinish(ctx, d.Event.AssetID, key)
+	if err == nil {
+		return true
+	}
+	if d.Last {
+		log.Error("worker: announce finished job; no more deliveries", "err", err)
+		return true
+	}
+	log.Warn("worker: announce finished job; will retry", "err", err)
+	_ = d.Defer(2 * time.Second)
+	return false
 }
 
 func (w *Worker) ack(ctx context.Context, d *queue.Delivery, log *slog.Logger, outcome string) {
@@ -280,6 +309,11 @@ func (w *Worker) retry(ctx context.Context, d *queue.Delivery, log *slog.Logger,
 		}
 		w.metrics.DeadLetters.Inc()
 		w.metrics.Jobs.WithLabelValues("dead_lettered").Inc()
+		if w.OnFinish != nil {
+			if err := w.OnFinish(ctx, d.Event.AssetID, d.Event.IdempotencyKey()); err != nil {
+				log.Error("worker: announce dead-lettered job", "err", err)
+			}
+		}
 		return
 	}
 	if _, err := d.Retry(ctx, cause); err != nil {

@@ -92,6 +92,12 @@ type Worker struct {
 	metrics   *telemetry.Metrics
 	log       *slog.Logger
 	owner     string
+
+	// OnFinish, when set, is told of every job that finished (and of
+	// assets that failed for good): webhooks hang off it. It must be
+	// idempotent: a job may be announced more than once. Set it before
+	// Run.
+	OnFinish func(ctx context.Context, assetID, jobKey string) error
 }
 
 // New returns a worker that runs, for every event, the first of the

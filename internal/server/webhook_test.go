@@ -1,0 +1,215 @@
+package server
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/internal/auth"
+	"github.com/sluice-media/sluice/internal/client"
+	"github.com/sluice-media/sluice/internal/mediatest"
+	"github.com/sluice-media/sluice/internal/webhook"
+	"github.com/sluice-media/sluice/internal/wire"
+)
+
+// receiver is a webhook endpoint on loopback that checks signatures.
+type receiver struct {
+	t      *testing.T
+	mu     sync.Mutex
+	secret []byte
+	fail   int // answer 503 to this many requests first
+	got    []received
+}
+
+type received struct {
+	id, typ string
+	data    webhook.AssetData
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if r.URL.Path == "/gone" {
+		w.WriteHeader(http.StatusGone)
+		return
+	}
+	if err := webhook.Verify([][]byte{rc.secret}, r.Header, body, time.Now(), 0); err != nil {
+		rc.t.Errorf("webhook signature: %v", err)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var ev struct {
+		Type string            `json:"type"`
+		Data webhook.AssetData `json:"data"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil {
+		rc.t.Errorf("webhook body %s: %v", body, err)
+	}
+	rc.got = append(rc.got, received{id: r.Header.Get(webhook.HeaderID), typ: ev.Type, data: ev.Data})
+	if rc.fail > 0 {
+		rc.fail--
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (rc *receiver) events() []received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]received(nil), rc.got...)
+}
+
+// TestWebhooks sends signed asset events to the endpoints that want
+// them, retries failures with the same webhook-id, keeps a delivery log,
+// and disables an endpoint that answers 410.
+func TestWebhooks(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.WebhookAllowPrivate = true
+	cfg.Webhooks.Schedule = []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}
+	cfg.Webhooks.Jitter = -1
+	h := start(t, cfg)
+	ctx := ctxT(t, 2*time.Minute)
+
+	app := h.newKey(t, wire.KeyRequest{Name: "app", Scopes: []string{auth.ScopeUpload, auth.ScopeRead}})
+	appClient := client.New(h.URL(), app.Token)
+	appHook := &receiver{t: t, fail: 1}
+	appSrv := httptest.NewServer(appHook)
+	defer appSrv.Close()
+	adminHook := &receiver{t: t}
+	adminSrv := httptest.NewServer(adminHook)
+	defer adminSrv.Close()
+
+	create := func(c *client.Client, token string, req wire.WebhookRequest) wire.Webhook {
+		t.Helper()
+		body, _ := json.Marshal(req)
+		status, code, resp := request(t, "POST", h.URL()+"/v1/webhooks", strings.NewReader(string(body)), bearerOf(token), -1)
+		if status != http.StatusCreated {
+			t.Fatalf("create webhook %+v: %d %s %s", req, status, code, resp)
+		}
+		var w wire.Webhook
+		decode(t, resp, &w)
+		return w
+	}
+	mine := create(appClient, app.Token, wire.WebhookRequest{URL: appSrv.URL + "/hook"})
+	all := create(h.client, testToken, wire.WebhookRequest{URL: adminSrv.URL + "/hook", AllAssets: true, Events: []string{webhook.AssetFailed}})
+	gone := create(h.client, testToken, wire.WebhookRequest{URL: adminSrv.URL + "/gone", AllAssets: true})
+	for _, w := range []wire.Webhook{mine, all, gone} {
+		if !strings.HasPrefix(w.Secret, webhook.SecretPrefix) {
+			t.Fatalf("webhook %s created without a secret", w.ID)
+		}
+	}
+	appHook.secret, _ = webhook.ParseSecret(mine.Secret)
+	adminHook.secret, _ = webhook.ParseSecret(all.Secret)
+
+	// Only admins may hear about every asset; others' endpoints are not
+	// visible.
+	if status, code, _ := request(t, "POST", h.URL()+"/v1/webhooks", strings.NewReader(`{"url":"`+appSrv.URL+`","all_assets":true}`), bearerOf(app.Token), -1); status != 403 {
+		t.Errorf("all_assets with an app key: %d %s, want 403", status, code)
+	}
+	if status, code, _ := request(t, "POST", h.URL()+"/v1/webhooks", strings.NewReader(`{"url":"`+appSrv.URL+`","events":["asset.deleted"]}`), bearerOf(app.Token), -1); status != 400 {
+		t.Errorf("unknown event type: %d %s, want 400", status, code)
+	}
+	var list wire.WebhookList
+	_, _, body := request(t, "GET", h.URL()+"/v1/webhooks", nil, bearerOf(app.Token), -1)
+	decode(t, body, &list)
+	if len(list.Webhooks) != 1 || list.Webhooks[0].ID != mine.ID || list.Webhooks[0].Secret != "" {
+		t.Errorf("app key's webhooks: %+v, want its own, without the secret", list.Webhooks)
+	}
+	if status, _, _ := request(t, "GET", h.URL()+"/v1/webhooks/"+all.ID+"/deliveries", nil, bearerOf(app.Token), -1); status != 404 {
+		t.Errorf("another key's delivery log: %d, want 404", status)
+	}
+
+	// The app uploads a clip: its endpoint hears asset.succeeded after
+	// one 503, with the same webhook-id both times.
+	dir := t.TempDir()
+	clip := mediatest.Generate(t, dir, "clip", mediatest.Clip{Duration: 1, Video: true})
+	id, err := appClient.UploadFile(ctx, clip, client.UploadOptions{TusThreshold: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := h.wait(t, id); a.Status != wire.StatusSucceeded {
+		t.Fatalf("asset: %s %s", a.Status, a.Error)
+	}
+	got := waitFor(t, func() []received { return appHook.events() }, 2)
+	if got[0].id != got[1].id || got[1].typ != webhook.AssetSucceeded || got[1].data.Asset.ID != id || got[1].data.Asset.Status != "succeeded" {
+		t.Errorf("app endpoint got %+v, want asset.succeeded twice under one id", got)
+	}
+
+	// The admin uploads a broken picture: the all-assets endpoint hears
+	// asset.failed; the app's endpoint hears nothing of it.
+	bad := filepath.Join(dir, "bad.png")
+	if err := os.WriteFile(bad, []byte("\x89PNG\r\n\x1a\nnot a picture"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badID := h.uploadPut(t, bad)
+	if a := h.wait(t, badID); a.Status != wire.StatusFailed {
+		t.Fatalf("bad asset: %s", a.Status)
+	}
+	failed := waitFor(t, func() []received { return adminHook.events() }, 1)
+	if failed[0].typ != webhook.AssetFailed || failed[0].data.Asset.ID != badID || failed[0].data.Asset.Error == "" {
+		t.Errorf("admin endpoint got %+v, want asset.failed of %s with the reason", failed, badID)
+	}
+	for _, e := range adminHook.events() {
+		if e.data.Asset.ID == id {
+			t.Errorf("the failed-only endpoint heard of the succeeded asset: %+v", e)
+		}
+	}
+	for _, e := range appHook.events() {
+		if e.data.Asset.ID == badID {
+			t.Errorf("the app's endpoint heard of another key's asset: %+v", e)
+		}
+	}
+
+	// The delivery log shows the retry.
+	var log wire.DeliveryList
+	_, _, body = request(t, "GET", h.URL()+"/v1/webhooks/"+mine.ID+"/deliveries", nil, bearerOf(app.Token), -1)
+	decode(t, body, &log)
+	if len(log.Deliveries) != 1 || log.Deliveries[0].State != "delivered" || log.Deliveries[0].Attempts != 2 || log.Deliveries[0].LastStatus != 204 {
+		t.Errorf("delivery log: %+v, want one delivered in 2 attempts", log.Deliveries)
+	}
+
+	// The endpoint that answered 410 is disabled.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, _, body = request(t, "GET", h.URL()+"/v1/webhooks", nil, nil, -1)
+		decode(t, body, &list)
+		var disabled bool
+		for _, w := range list.Webhooks {
+			disabled = disabled || (w.ID == gone.ID && w.DisabledAt != nil)
+		}
+		if disabled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the 410 endpoint was not disabled: %+v", list.Webhooks)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if status, _, _ := request(t, "DELETE", h.URL()+"/v1/webhooks/"+mine.ID, nil, bearerOf(app.Token), -1); status != 204 {
+		t.Errorf("delete own webhook: %d", status)
+	}
+}
+
+// waitFor polls get until it returns at least n items.
+func waitFor[T any](t *testing.T, get func() []T, n int) []T {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if got := get(); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d items after 30s, want %d: %+v", len(get()), n, get())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
