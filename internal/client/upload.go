@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"io"
+	"maps"
 	"mime"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ type UploadOptions struct {
 	Progress func(done, total int64)
 	// Metadata are key-value pairs kept with the asset.
 	Metadata map[string]string
+	// Visibility is "public", "private" or "" (the pipeline decides).
+	Visibility string
 }
 
 // UploadFile uploads the file at path and returns its asset id: a signed
@@ -44,9 +47,17 @@ func (c *Client) UploadFile(ctx context.Context, path string, o UploadOptions) (
 		}
 	}
 	if size >= o.TusThreshold {
-		return c.TusUpload(ctx, f, size, TusOptions{Name: name, ContentType: ctype, Metadata: o.Metadata, Progress: progress})
+		md := o.Metadata
+		if o.Visibility != "" {
+			md = maps.Clone(md)
+			if md == nil {
+				md = map[string]string{}
+			}
+			md["visibility"] = o.Visibility
+		}
+		return c.TusUpload(ctx, f, size, TusOptions{Name: name, ContentType: ctype, Metadata: md, Progress: progress})
 	}
-	up, err := c.CreateUpload(ctx, wire.UploadRequest{Name: name, ContentType: ctype, Size: size, Metadata: o.Metadata})
+	up, err := c.CreateUpload(ctx, wire.UploadRequest{Name: name, ContentType: ctype, Size: size, Metadata: o.Metadata, Visibility: o.Visibility})
 	if err != nil {
 		return "", err
 	}

@@ -77,6 +77,11 @@ type Config struct {
 	Ingest ingest.FetchConfig
 	// IngestConcurrency bounds fetches in flight.
 	IngestConcurrency int
+	// Delivery is how outputs are served unless the pipeline or the
+	// asset says otherwise: "public" or "private" (signed URLs).
+	Delivery string
+	// PrivateURLTTL is how long signed output URLs stay valid.
+	PrivateURLTTL time.Duration
 	// Webhooks configures delivery: timeouts and the retry schedule.
 	Webhooks webhook.Config
 	// WebhookAllowPrivate lets webhook URLs point at private and loopback
@@ -121,6 +126,8 @@ func Default() Config {
 		Limits:            gateway.LimitConfig{IPRate: 100, IPBurst: 200, KeyRate: 50, KeyBurst: 100},
 		Ingest:            ingest.FetchConfig{Timeout: 30 * time.Minute},
 		IngestConcurrency: 4,
+		Delivery:          "public",
+		PrivateURLTTL:     4 * time.Hour,
 		Engine:            media.ModeAuto,
 		Native:            media.DefaultNativeConfig(),
 		Wasm:              media.WasmConfig{MemoryLimit: 512 << 20},
@@ -179,6 +186,9 @@ func (c *Config) Resolve() error {
 	}
 	if err := upload.ValidateTypePatterns(c.Upload.AllowedTypes); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if c.Delivery != "public" && c.Delivery != "private" {
+		return fmt.Errorf("config: delivery %q must be public or private", c.Delivery)
 	}
 	if err := c.Webhooks.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -262,6 +272,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.DurationVar(&c.Ingest.Timeout, "ingest-timeout", c.Ingest.Timeout, "time limit of one URL ingest fetch, body included (env SLUICE_INGEST_TIMEOUT)")
+	fs.StringVar(&c.Delivery, "delivery", c.Delivery, "how outputs are served unless a pipeline or an asset chooses: public, or private (signed, expiring URLs) (env SLUICE_DELIVERY)")
+	fs.DurationVar(&c.PrivateURLTTL, "private-url-ttl", c.PrivateURLTTL, "how long signed URLs of private outputs stay valid (env SLUICE_PRIVATE_URL_TTL)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate (chain) file; with --tls-key, serve HTTPS (env SLUICE_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key file for --tls-cert (env SLUICE_TLS_KEY)")
 	fs.DurationVar(&c.Worker.ShutdownGrace, "shutdown-grace", c.Worker.ShutdownGrace, "how long running jobs may finish after SIGTERM (env SLUICE_SHUTDOWN_GRACE)")
@@ -359,6 +371,8 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 		}
 		c.Ingest.AllowPrivate = b
 	}
+	str("SLUICE_DELIVERY", &c.Delivery)
+	dur("SLUICE_PRIVATE_URL_TTL", &c.PrivateURLTTL)
 	str("SLUICE_TLS_CERT", &c.TLSCert)
 	str("SLUICE_TLS_KEY", &c.TLSKey)
 	num("SLUICE_QUOTA_BYTES", &c.Quotas.BytesPerDay)

@@ -20,7 +20,9 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
+	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/telemetry"
 )
@@ -39,17 +41,35 @@ type Server struct {
 	// ShortMaxAge is the Cache-Control max-age, in seconds, for URLs that
 	// are not pinned to the current version.
 	ShortMaxAge int
-	// Held, when set, reports why an asset's outputs are held back from
-	// delivery ("" when they are not): a quarantine after moderation.
-	Held func(ctx context.Context, assetID string) (string, error)
+	// Access, when set, says how an asset's outputs may be served: held
+	// back (a quarantine after moderation), or private. Nil: all public.
+	Access func(ctx context.Context, assetID string) (Access, error)
+	// Signer signs and checks the tokens of private outputs' URLs.
+	Signer *auth.Signer
+	now    func() time.Time
 }
 
-// ErrHeld means the asset's outputs are quarantined.
-var ErrHeld = errors.New("delivery: the asset is quarantined")
+// Access is how one asset's outputs may be served.
+type Access struct {
+	// Held says why the outputs are held back; "" when they are not.
+	Held string
+	// Private outputs are served only through signed URLs (or to
+	// authenticated API calls).
+	Private bool
+}
+
+// Errors of Serve.
+var (
+	// ErrHeld means the asset's outputs are quarantined.
+	ErrHeld = errors.New("delivery: the asset is quarantined")
+	// ErrSignatureRequired means the asset is private and the URL is not
+	// signed.
+	ErrSignatureRequired = errors.New("delivery: this asset's outputs are private; use the signed URL the API gives")
+)
 
 // New returns a delivery server for b.
 func New(b blob.Bucket, m *telemetry.Metrics) *Server {
-	return &Server{bucket: b, metrics: m, ShortMaxAge: 60}
+	return &Server{bucket: b, metrics: m, ShortMaxAge: 60, now: time.Now}
 }
 
 // URL returns the versioned URL of an output under base (scheme and host).
@@ -62,31 +82,50 @@ func URL(base, key, etag string) string {
 }
 
 // Serve writes the object at key, honouring the request's range and
-// conditional headers. Errors are returned before anything is written:
-// blob.ErrNotFound for a missing or non-servable key.
+// conditional headers. key may start with a signed token segment (see
+// SignedURL), which private assets require. Errors are returned before
+// anything is written: blob.ErrNotFound for a missing or non-servable
+// key, ErrSignatureRequired, auth's errors for a bad or expired token.
 func (s *Server) Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) error {
-	return s.serve(ctx, w, r, key, false)
+	granted := false
+	if tok, rest, ok := strings.Cut(key, "/"); ok && strings.HasPrefix(tok, tokenMark) {
+		if err := s.verifyToken(tok, assetOf(rest)); err != nil {
+			return err
+		}
+		key, granted = rest, true
+	}
+	return s.serve(ctx, w, r, key, false, granted)
 }
 
 // ServeImmutable is Serve for an object whose key never holds other
 // content (a variant, whose key is derived from what it shows): it is
-// marked immutable whatever the URL's v.
+// marked immutable whatever the URL's v. Its callers have authenticated
+// the request, so private assets are served too.
 func (s *Server) ServeImmutable(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) error {
-	return s.serve(ctx, w, r, key, true)
+	return s.serve(ctx, w, r, key, true, true)
 }
 
-func (s *Server) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, key string, immutable bool) error {
+// assetOf is the asset id in an output key (assets/{id}/...).
+func assetOf(key string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(key, servable), "/")
+	return id
+}
+
+func (s *Server) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, key string, immutable, granted bool) error {
 	if !strings.HasPrefix(key, servable) || path.Clean(key) != key {
 		return fmt.Errorf("%w: %s", blob.ErrNotFound, key)
 	}
-	if s.Held != nil {
-		id, _, _ := strings.Cut(strings.TrimPrefix(key, servable), "/")
-		reason, err := s.Held(ctx, id)
-		if err != nil {
+	var acc Access
+	if s.Access != nil {
+		var err error
+		if acc, err = s.Access(ctx, assetOf(key)); err != nil {
 			return err
 		}
-		if reason != "" {
-			return fmt.Errorf("%w: %s", ErrHeld, reason)
+		if acc.Held != "" {
+			return fmt.Errorf("%w: %s", ErrHeld, acc.Held)
+		}
+		if acc.Private && !granted {
+			return ErrSignatureRequired
 		}
 	}
 	obj, err := s.bucket.Open(ctx, key)
@@ -99,10 +138,16 @@ func (s *Server) serve(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	h.Set("Content-Type", a.ContentType)
 	h.Set("ETag", `"`+a.ETag+`"`)
 	h.Set("X-Content-Type-Options", "nosniff")
+	// Shared caches may keep public outputs; private ones only the
+	// browser that was given the signed URL.
+	scope := "public"
+	if acc.Private {
+		scope = "private"
+	}
 	if v := r.URL.Query().Get("v"); immutable || (v != "" && v == a.ETag) {
-		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+		h.Set("Cache-Control", scope+", max-age=31536000, immutable")
 	} else {
-		h.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", s.ShortMaxAge))
+		h.Set("Cache-Control", fmt.Sprintf("%s, max-age=%d", scope, s.ShortMaxAge))
 	}
 	if normalizeRange(w, r, a.Size) {
 		return nil

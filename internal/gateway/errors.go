@@ -74,6 +74,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, delivery.ErrHeld):
 		return http.StatusForbidden, "quarantined"
+	case errors.Is(err, delivery.ErrSignatureRequired):
+		return http.StatusForbidden, "signature_required"
 	case errors.Is(err, auth.ErrExpired):
 		return http.StatusForbidden, "url_expired"
 	case errors.Is(err, auth.ErrBadSignature), errors.Is(err, auth.ErrUnsigned):

@@ -37,6 +37,9 @@ type Config struct {
 	Dev bool
 	// Limits size the rate limits per client address and per key.
 	Limits LimitConfig
+	// PrivateURLTTL is how long the signed output URLs of private assets
+	// stay valid. Default 4h.
+	PrivateURLTTL time.Duration
 }
 
 // DeadLetters is what the gateway needs of the queue.
@@ -63,6 +66,8 @@ type Deps struct {
 	Keys     *auth.Keys
 	// Usage reads a key's quota use for GET /v1/usage.
 	Usage UsageReader
+	// Private reports whether an asset's outputs are private.
+	Private func(a store.Asset) bool
 	// CheckWebhookURL refuses webhook URLs Sluice must not send to.
 	CheckWebhookURL func(ctx context.Context, rawURL string) error
 	Metrics         *telemetry.Metrics
@@ -82,6 +87,9 @@ type Gateway struct {
 
 // New builds the gateway's routes.
 func New(cfg Config, deps Deps) (*Gateway, error) {
+	if cfg.PrivateURLTTL <= 0 {
+		cfg.PrivateURLTTL = 4 * time.Hour
+	}
 	if len(cfg.CORSOrigins) == 0 {
 		cfg.CORSOrigins = []string{"*"}
 	}

@@ -126,7 +126,11 @@ func (g *Gateway) listAssets(w http.ResponseWriter, r *http.Request) {
 	for _, a := range page.Assets {
 		// The list shows the asset without its outputs and steps; fetch
 		// one asset for those.
-		out.Assets = append(out.Assets, assetView(a, nil, nil, ""))
+		v := assetView(a, nil, nil, "")
+		if g.private(a) {
+			v.Visibility = pipeline.DeliveryPrivate
+		}
+		out.Assets = append(out.Assets, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -149,7 +153,21 @@ func (g *Gateway) getAsset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, g.deps.Log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, assetView(a, outputs, steps, g.baseURL(r)))
+	v := assetView(a, outputs, steps, g.baseURL(r))
+	if g.private(a) {
+		v.Visibility = pipeline.DeliveryPrivate
+		expires := time.Now().Add(g.cfg.PrivateURLTTL)
+		for i, o := range outputs {
+			v.Outputs[i].URL = g.deps.Delivery.SignedURL(g.baseURL(r), a.ID, o.Key, o.ETag, expires)
+		}
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// private reports whether an asset's outputs are served only through
+// signed URLs.
+func (g *Gateway) private(a store.Asset) bool {
+	return g.deps.Private != nil && g.deps.Private(a)
 }
 
 // assetView renders an asset as the API shows it.
@@ -158,7 +176,7 @@ func assetView(a store.Asset, outputs []store.Output, steps []store.Step, base s
 		ID: a.ID, Name: a.Name, Status: string(a.Status), Error: a.Error,
 		ContentType: a.ContentType, Size: a.Size, ETag: a.ETag,
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, UploadedAt: timePtr(a.UploadedAt),
-		Metadata: a.Metadata, Pipeline: a.Pipeline, Quarantined: a.Quarantine,
+		Metadata: a.Metadata, Pipeline: a.Pipeline, Quarantined: a.Quarantine, Visibility: pipeline.DeliveryPublic,
 		Media:   a.Media,
 		Outputs: []wire.Output{},
 		Steps:   []wire.Step{},
@@ -312,7 +330,7 @@ func (g *Gateway) listPipelines(w http.ResponseWriter, r *http.Request) {
 func PipelineList(set *pipeline.Set) wire.PipelineList {
 	out := wire.PipelineList{Pipelines: []wire.Pipeline{}}
 	for _, p := range set.All() {
-		wp := wire.Pipeline{Name: p.Name, Doc: p.Doc, Source: p.Source, Steps: []wire.PipelineStep{},
+		wp := wire.Pipeline{Name: p.Name, Doc: p.Doc, Source: p.Source, Steps: []wire.PipelineStep{}, Delivery: p.Delivery,
 			Match: wire.PipelineMatch{ContentTypes: p.Match.ContentTypes, Keys: p.Match.Keys, Metadata: p.Match.Metadata}}
 		for _, s := range p.Steps {
 			wp.Steps = append(wp.Steps, wire.PipelineStep{

@@ -280,10 +280,14 @@ func (s *Set) parsePipeline(n *yaml.Node, at, file string, fail failFunc) (*Pipe
 		nerr++
 		fail(n, field, format, args...)
 	}
-	fields := mapping(n, at, f, "name", "doc", "extends", "disable", "match", "steps")
+	fields := mapping(n, at, f, "name", "doc", "extends", "disable", "match", "delivery", "steps")
 	p := &Pipeline{Source: fmt.Sprintf("%s:%d", file, n.Line)}
 	p.Name, _ = scalar(fields["name"], join(at, "name"), f)
 	p.Doc, _ = scalar(fields["doc"], join(at, "doc"), f)
+	p.Delivery, _ = scalar(fields["delivery"], join(at, "delivery"), f)
+	if p.Delivery != "" && p.Delivery != DeliveryPublic && p.Delivery != DeliveryPrivate {
+		f(fields["delivery"], join(at, "delivery"), "want public or private, not %q", p.Delivery)
+	}
 	base, _ := scalar(fields["extends"], join(at, "extends"), f)
 	disable := stringList(fields["disable"], join(at, "disable"), f)
 	var stepNodes []*yaml.Node // the node each step's errors point at
@@ -298,6 +302,9 @@ func (s *Set) parsePipeline(n *yaml.Node, at, file string, fail failFunc) (*Pipe
 		}
 		if p.Doc == "" {
 			p.Doc = b.Doc
+		}
+		if p.Delivery == "" {
+			p.Delivery = b.Delivery
 		}
 		p.Match = b.Match
 		if fields["steps"] == nil {

@@ -27,6 +27,13 @@ pipelines:
       - uses: probe
       - uses: thumbnial
 `, []string{"test.yaml:6:15: pipelines[0].steps[1](thumbnial).uses: unknown step \"thumbnial\" (known: encode, fake, panicky, probe, slow, thumb)"}},
+		{"bad delivery", `
+pipelines:
+  - name: p
+    delivery: secret
+    steps:
+      - uses: probe
+`, []string{"test.yaml:4:15: pipelines[0].delivery: want public or private, not \"secret\""}},
 		{"missing uses", `
 pipelines:
   - name: p
@@ -223,6 +230,7 @@ func TestExtendsAndOrder(t *testing.T) {
 pipelines:
   - name: video
     match: {content_types: ["video/*"]}
+    delivery: private
     steps:
       - uses: probe
       - uses: thumb
@@ -252,6 +260,9 @@ pipelines:
 	v := set.Get("video")
 	if len(v.Steps) != 2 || v.Step("encode") != nil || v.HasHeavy() {
 		t.Errorf("video after disable: %d steps, heavy %v", len(v.Steps), v.HasHeavy())
+	}
+	if v.Delivery != pipeline.DeliveryPrivate {
+		t.Errorf("video after extends: delivery %q, want the base's private", v.Delivery)
 	}
 	if got := set.Match(pipeline.AssetInfo{ContentType: "video/mp4"}); got.Name != "video" {
 		t.Errorf("Match(video) = %s", got.Name)

@@ -35,10 +35,20 @@ type Pipeline struct {
 	Name  string
 	Doc   string
 	Match Match
+	// Delivery is how the outputs are served: "public" (anyone with the
+	// URL), "private" (signed URLs only), or "" for the server's default.
+	// An asset may choose for itself when uploaded.
+	Delivery string
 	Steps []*StepSpec
 	// Source is where the pipeline was defined ("builtin" or file:line).
 	Source string
 }
+
+// Delivery modes of a pipeline's (or an asset's) outputs.
+const (
+	DeliveryPublic  = "public"
+	DeliveryPrivate = "private"
+)
 
 // Match selects the assets a pipeline applies to. Every set field must
 // match; an empty Match matches everything.

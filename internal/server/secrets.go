@@ -17,14 +17,47 @@ import (
 // file named by SLUICE_SIGNING_KEY_FILE, or a key generated once into
 // the data dir (mode 0600). The key id is derived from the key, so the
 // same key always has the same id.
+//
+// Rotation: the keys in SLUICE_PREVIOUS_SIGNING_KEYS (hex, comma-
+// separated) and in the data dir's secrets/previous/*.key files still
+// verify URLs they signed, until those expire; only the current key
+// signs. To rotate the generated key, move secrets/signing.key into
+// secrets/previous/ and restart.
 func loadSigner(dataDir string, getenv func(string) string) (*auth.Signer, error) {
 	key, err := signingKey(dataDir, getenv)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(key)
-	id := hex.EncodeToString(sum[:4])
-	return auth.NewSigner(id, map[string][]byte{id: key})
+	keys := map[string][]byte{}
+	add := func(k []byte) string {
+		sum := sha256.Sum256(k)
+		id := hex.EncodeToString(sum[:4])
+		keys[id] = k
+		return id
+	}
+	for i, v := range strings.Split(getenv("SLUICE_PREVIOUS_SIGNING_KEYS"), ",") {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		k, err := decodeKey(v, fmt.Sprintf("SLUICE_PREVIOUS_SIGNING_KEYS item %d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		add(k)
+	}
+	old, _ := filepath.Glob(filepath.Join(dataDir, "secrets", "previous", "*.key"))
+	for _, p := range old {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		k, err := decodeKey(string(data), p)
+		if err != nil {
+			return nil, err
+		}
+		add(k)
+	}
+	return auth.NewSigner(add(key), keys)
 }
 
 func signingKey(dataDir string, getenv func(string) string) ([]byte, error) {

@@ -179,9 +179,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	})
 
 	deliv := delivery.New(s.bucket, s.Metrics)
-	deliv.Held = func(ctx context.Context, assetID string) (string, error) {
+	deliv.Signer = signer
+	deliv.Access = func(ctx context.Context, assetID string) (delivery.Access, error) {
 		a, err := s.store.GetAsset(ctx, assetID)
-		return a.Quarantine, err
+		return delivery.Access{Held: a.Quarantine, Private: s.private(a)}, err
 	}
 	if err := os.MkdirAll(cfg.Variants.ScratchDir, 0o750); err != nil {
 		return nil, err
@@ -190,7 +191,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.variants.Log = log
-	gcfg := gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins, Dev: cfg.Dev, Limits: cfg.Limits}
+	gcfg := gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins, Dev: cfg.Dev, Limits: cfg.Limits,
+		PrivateURLTTL: cfg.PrivateURLTTL}
 	gw, err := gateway.New(gcfg, gateway.Deps{
 		Store:           s.store,
 		Uploads:         s.uploads,
@@ -201,6 +203,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		Signer:          signer,
 		Keys:            s.keys,
 		Usage:           s.store,
+		Private:         s.private,
 		CheckWebhookURL: hookNet.Check,
 		Metrics:         s.Metrics,
 		Log:             log,
@@ -250,6 +253,19 @@ func (s *Server) bootstrapKey(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// private reports whether an asset's outputs are served only through
+// signed URLs: the asset's own choice, else its pipeline's, else the
+// server's default.
+func (s *Server) private(a store.Asset) bool {
+	if a.Visibility != "" {
+		return a.Visibility == pipeline.DeliveryPrivate
+	}
+	if p := s.pipelines.Get(a.Pipeline); p != nil && p.Delivery != "" {
+		return p.Delivery == pipeline.DeliveryPrivate
+	}
+	return s.cfg.Delivery == pipeline.DeliveryPrivate
 }
 
 // AdminToken is the admin key this start created, or "" when keys

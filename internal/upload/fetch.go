@@ -92,7 +92,7 @@ func (s *Service) Ingest(ctx context.Context, req wire.IngestRequest) (store.Ass
 	if name == "" {
 		name = path.Base(u.Path)
 	}
-	a, err := s.newAsset(ctx, name, "", 0, req.Metadata)
+	a, err := s.newAsset(ctx, name, "", 0, req.Metadata, req.Visibility)
 	if err != nil {
 		return store.Asset{}, err
 	}

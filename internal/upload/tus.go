@@ -100,7 +100,10 @@ func (s *Service) tusCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileIn
 	if err := ValidateMetadata(md); err != nil {
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INVALID_METADATA", err.Error(), http.StatusBadRequest)
 	}
-	a, err := s.newAsset(s.hookContext(hook), info.MetaData["filename"], info.MetaData["filetype"], info.Size, md)
+	a, err := s.newAsset(s.hookContext(hook), info.MetaData["filename"], info.MetaData["filetype"], info.Size, md, info.MetaData["visibility"])
+	if errors.Is(err, ErrInvalid) {
+		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INVALID_METADATA", err.Error(), http.StatusBadRequest)
+	}
 	if errors.Is(err, store.ErrQuotaExceeded) {
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_QUOTA_EXCEEDED", err.Error(), http.StatusTooManyRequests)
 	}
@@ -119,7 +122,7 @@ func tusMetadata(md tusd.MetaData) map[string]string {
 	out := map[string]string{}
 	for k, v := range md {
 		switch k {
-		case "filename", "filetype", "name", "type", "relativePath":
+		case "filename", "filetype", "name", "type", "relativePath", "visibility":
 			continue
 		}
 		out[k] = v

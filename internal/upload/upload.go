@@ -200,7 +200,7 @@ func (s *Service) Create(ctx context.Context, req wire.UploadRequest, baseURL st
 	if err := ValidateMetadata(req.Metadata); err != nil {
 		return wire.Upload{}, err
 	}
-	a, err := s.newAsset(ctx, req.Name, req.ContentType, req.Size, req.Metadata)
+	a, err := s.newAsset(ctx, req.Name, req.ContentType, req.Size, req.Metadata, req.Visibility)
 	if err != nil {
 		return wire.Upload{}, err
 	}
@@ -250,7 +250,10 @@ func ValidateMetadata(md map[string]string) error {
 
 // newAsset creates an asset owned by the request's API key, after
 // charging the key's daily quotas for one asset of size bytes.
-func (s *Service) newAsset(ctx context.Context, name, contentType string, size int64, metadata map[string]string) (store.Asset, error) {
+func (s *Service) newAsset(ctx context.Context, name, contentType string, size int64, metadata map[string]string, visibility string) (store.Asset, error) {
+	if visibility != "" && visibility != "public" && visibility != "private" {
+		return store.Asset{}, fmt.Errorf("%w: visibility must be public or private", ErrInvalid)
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return store.Asset{}, err
@@ -283,6 +286,7 @@ func (s *Service) newAsset(ctx context.Context, name, contentType string, size i
 		CreatedAt:   now,
 		UpdatedAt:   now,
 		Owner:       p.KeyID,
+		Visibility:  visibility,
 	}
 	err = s.store.CreateAsset(ctx, a)
 	return a, err

@@ -35,6 +35,9 @@ type Asset struct {
 	// reprocess of those steps can fill them in.
 	Degraded []Missing `json:"degraded,omitempty"`
 	// Quarantined, when set, says why the asset's outputs are held back
+	// Visibility is how the outputs are served: "public", or "private"
+	// (the output URLs are signed and expire).
+	Visibility string `json:"visibility"`
 	// from delivery (403) until POST /v1/assets/{id}/release.
 	Quarantined string `json:"quarantined,omitempty"`
 	// Pipeline is the pipeline processing the asset.
@@ -94,6 +97,9 @@ type UploadRequest struct {
 	// Metadata are key-value pairs kept with the asset; pipelines can
 	// match on them. At most 32 pairs.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Visibility is "public" or "private" (outputs served only through
+	// signed URLs); empty leaves it to the pipeline.
+	Visibility string `json:"visibility,omitempty"`
 }
 
 // ReprocessRequest is the body of POST /v1/assets/{id}/reprocess.
@@ -104,11 +110,13 @@ type ReprocessRequest struct {
 
 // Pipeline describes a configured pipeline, at GET /v1/pipelines.
 type Pipeline struct {
-	Name   string         `json:"name"`
-	Doc    string         `json:"doc,omitempty"`
-	Source string         `json:"source"`
-	Match  PipelineMatch  `json:"match"`
-	Steps  []PipelineStep `json:"steps"`
+	Name   string        `json:"name"`
+	Doc    string        `json:"doc,omitempty"`
+	Source string        `json:"source"`
+	Match  PipelineMatch `json:"match"`
+	// Delivery is "public", "private" or empty (the server's default).
+	Delivery string         `json:"delivery,omitempty"`
+	Steps    []PipelineStep `json:"steps"`
 }
 
 // PipelineMatch is what a pipeline applies to.
@@ -242,8 +250,9 @@ type IngestRequest struct {
 	// Name defaults to the last element of the URL's path.
 	Name string `json:"name,omitempty"`
 	// SHA256 is the hex digest the fetched content must have (optional).
-	SHA256   string            `json:"sha256,omitempty"`
-	Metadata map[string]string `json:"metadata,omitempty"`
+	SHA256     string            `json:"sha256,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	Visibility string            `json:"visibility,omitempty"`
 }
 
 // WebhookRequest is the body of POST /v1/webhooks.
