@@ -31,6 +31,10 @@ type Gateway struct {
 	all     []*member
 	ttl     time.Duration // how long an Available answer is trusted
 
+	// Quota, when set, holds each API key to its daily AI units. Set it
+	// before the first call.
+	Quota Quota
+
 	// Hooks for tests: the clock of breakers, health and budgets, and the
 	// wait between retries.
 	now   func() time.Time
@@ -40,9 +44,25 @@ type Gateway struct {
 // Call says on whose behalf a call is made, for budgets.
 type Call struct {
 	AssetID string
-	// Key is the id of the API key that started the work ("" until API
-	// keys exist; calls with no key share one daily budget).
+	// Key is the id of the API key that created the asset ("" for none;
+	// calls with no key share one daily budget).
 	Key string
+}
+
+// Quota is a per-key daily allowance of AI units kept outside the
+// gateway, in the state store that every worker shares (unlike Budgets,
+// which each process keeps). Allow is asked before a provider is called
+// (a cached answer costs nothing and is not asked about); Charge records
+// what an answered call used, in Units.
+type Quota interface {
+	Allow(ctx context.Context, key string) error
+	Charge(ctx context.Context, key string, units float64)
+}
+
+// Units is what a call's usage counts against a key's daily AI units:
+// one per minute of audio, per image, and per thousand tokens.
+func Units(u Usage) float64 {
+	return u.AudioSeconds/60 + float64(u.Images) + float64(u.InputTokens+u.OutputTokens)/1000
 }
 
 // Meta says how a call was answered.
@@ -366,6 +386,11 @@ func run[R any](ctx context.Context, g *Gateway, call Call, j job[R]) (R, Meta, 
 		g.metrics.cache.WithLabelValues(string(j.task), "miss").Inc()
 	}
 
+	if g.Quota != nil && call.Key != "" {
+		if err := g.Quota.Allow(ctx, call.Key); err != nil {
+			return zero, Meta{}, err
+		}
+	}
 	hold, err := g.ledger.reserve(call, j.need, g.now())
 	if err != nil {
 		return zero, Meta{}, err
@@ -378,6 +403,9 @@ func run[R any](ctx context.Context, g *Gateway, call Call, j job[R]) (R, Meta, 
 		if err == nil {
 			g.ledger.settle(hold, u, true)
 			g.metrics.bill(m.name, u)
+			if g.Quota != nil && call.Key != "" {
+				g.Quota.Charge(context.WithoutCancel(ctx), call.Key, Units(u))
+			}
 			meta.Provider, meta.Model, meta.Usage = m.name, m.p.Model(j.task), u
 			if g.cache != nil {
 				g.store(ctx, j.task, cacheKey(j.task, m.name, meta.Model, j.digest), r)

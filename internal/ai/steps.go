@@ -159,7 +159,7 @@ func writeJSON(job *pipeline.Job, name string, v any) (pipeline.Output, error) {
 	return pipeline.Output{Name: name, ContentType: "application/json"}, nil
 }
 
-func call(job *pipeline.Job) Call { return Call{AssetID: job.AssetID} }
+func call(job *pipeline.Job) Call { return Call{AssetID: job.AssetID, Key: job.Owner} }
 
 // framer renders frames of a job's input to send to a model: for a
 // video, n of them, one in each of the n longest scenes when scenes is

@@ -28,6 +28,9 @@ import (
 // scratch directory that belongs to this job alone.
 type Job struct {
 	AssetID string
+	// Owner is the id of the API key that created the asset ("" for
+	// none): AI calls are charged to it.
+	Owner string
 	// Input is the local path of the source object. Steps must not modify it.
 	Input string
 	// Dir is the running step's own scratch directory for outputs,

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/internal/ai/aitest"
+	"github.com/sluice-media/sluice/internal/auth"
+	"github.com/sluice-media/sluice/internal/client"
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/wire"
 )
@@ -168,5 +170,74 @@ pipelines:
 	}
 	if r, _ := h.get(t, thumb.URL, nil); r.StatusCode != http.StatusOK {
 		t.Errorf("released output: %s, want 200", r.Status)
+	}
+}
+
+// TestAIQuota holds a key to its daily AI units: once they are used, its
+// assets' AI steps end degraded with the reason (no provider is called),
+// the media steps still run, and /v1/usage shows the units.
+func TestAIQuota(t *testing.T) {
+	fake := aitest.NewOpenAI(t, aitest.OpenAIOptions{APIKey: "sk-test-secret"})
+	t.Setenv("TEST_OPENAI_KEY", "sk-test-secret")
+	cfg := testConfig(t)
+	cfg.AIConfig = writePipelines(t, `
+providers:
+  - name: fake-openai
+    type: openai
+    base_url: `+fake.BaseURL()+`
+    api_key_env: TEST_OPENAI_KEY
+    models: {transcribe: whisper-1}
+    limits: {retries: 1, timeout: 10s}
+`)
+	cfg.Pipelines = []string{writePipelines(t, `
+pipelines:
+  - name: enrich
+    steps:
+      - uses: probe
+      - uses: thumbnail
+      - uses: transcript
+`)}
+	h := start(t, cfg)
+	k := h.newKey(t, wire.KeyRequest{Name: "ai", Scopes: []string{auth.ScopeUpload, auth.ScopeRead},
+		Limits: wire.Limits{AIUnitsPerDay: 0.01}})
+	c := client.New(h.URL(), k.Token)
+	dir := t.TempDir()
+	clip := mediatest.Generate(t, dir, "talk", mediatest.Clip{Width: 320, Height: 240, Duration: 3, Video: true, Audio: true})
+	ctx := ctxT(t, time.Minute)
+
+	// The first transcript is allowed (nothing used yet) and charged by
+	// the seconds of audio the provider billed (a unit per minute): over
+	// the 0.01 allowed.
+	first, err := c.UploadFile(ctx, clip, client.UploadOptions{TusThreshold: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := h.wait(t, first); a.Status != wire.StatusSucceeded || stepStates(a)["transcript"].Status != wire.StatusSucceeded {
+		t.Fatalf("first asset: %s, steps %+v", a.Status, a.Steps)
+	}
+	u, err := c.Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.AIUnits <= 0.01 || u.AIUnits > 1 {
+		t.Errorf("AI units used = %g, want the few seconds of audio billed (over 0.01, under 1)", u.AIUnits)
+	}
+	calls := fake.Calls()
+	// A different clip (no cached answer) is refused before any call.
+	clip2 := mediatest.Generate(t, dir, "talk2", mediatest.Clip{Width: 320, Height: 240, Duration: 2, Video: true, Audio: true})
+	second, err := c.UploadFile(ctx, clip2, client.UploadOptions{TusThreshold: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := h.wait(t, second)
+	tr := stepStates(a)["transcript"]
+	if a.Status != wire.StatusSucceeded || tr.Status != "degraded" || !strings.Contains(tr.Reason, "AI units") {
+		t.Errorf("second asset: %s, transcript %+v; want succeeded with the transcript degraded by the quota", a.Status, tr)
+	}
+	if stepStates(a)["thumbnail"].Status != wire.StatusSucceeded {
+		t.Errorf("media steps did not run: %+v", a.Steps)
+	}
+	if fake.Calls() != calls {
+		t.Errorf("the provider was called %d more times after the quota ran out", fake.Calls()-calls)
 	}
 }

@@ -147,6 +147,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if s.ai, err = OpenAI(cfg.AIConfig, filepath.Join(cfg.DataDir, "ai-cache"), s.Metrics.Registry, log); err != nil {
 		return nil, err
 	}
+	s.ai.Quota = auth.NewAIQuota(s.keys, s.store, log)
 	reg, err := Registry(engines, cfg.AssetsDir, s.ai)
 	if err != nil {
 		return nil, err

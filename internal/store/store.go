@@ -219,6 +219,8 @@ type Store interface {
 	// KeyByHash returns the key whose token hashes to hash, revoked or
 	// not; ErrNotFound if none.
 	KeyByHash(ctx context.Context, hash []byte) (Key, error)
+	// GetKey returns the key with the given id, revoked or not.
+	GetKey(ctx context.Context, id string) (Key, error)
 	// ListKeys returns every key, revoked ones included, oldest first.
 	ListKeys(ctx context.Context) ([]Key, error)
 	// RevokeKey marks a key revoked at the given time; revoking it again

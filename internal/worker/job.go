@@ -198,7 +198,7 @@ func (w *Worker) run(ctx context.Context, asset store.Asset, ev event.ObjectCrea
 	if err != nil {
 		return false, err
 	}
-	job := &pipeline.Job{AssetID: asset.ID, Input: input, Dir: outDir, Asset: info,
+	job := &pipeline.Job{AssetID: asset.ID, Owner: asset.Owner, Input: input, Dir: outDir, Asset: info,
 		ReadOutput: func(ctx context.Context, name string) ([]byte, error) { return w.readOutput(ctx, asset.ID, name) }}
 	if len(asset.Media) > 0 {
 		var m pipeline.Media

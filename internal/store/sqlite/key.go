@@ -161,3 +161,15 @@ func getUsage(ctx context.Context, q querier, keyID, day string) (store.Usage, e
 	}
 	return u, err
 }
+
+// GetKey returns the key with the given id.
+func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
+	k, err := scanKey(s.r.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Key{}, fmt.Errorf("sqlite: get key %q: %w", id, err)
+	}
+	return k, nil
+}

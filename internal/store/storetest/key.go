@@ -45,6 +45,12 @@ func testKeys(t *testing.T, s store.Store) {
 	checkKey(t, got, k1)
 	_, err = s.KeyByHash(ctx, []byte("nope"))
 	wantErr(t, "KeyByHash(unknown)", err, store.ErrNotFound)
+	if got, err = s.GetKey(ctx, "k2"); err != nil {
+		t.Fatalf("GetKey: %v", err)
+	}
+	checkKey(t, got, k2)
+	_, err = s.GetKey(ctx, "nope")
+	wantErr(t, "GetKey(unknown)", err, store.ErrNotFound)
 
 	keys, err := s.ListKeys(ctx)
 	if err != nil {
