@@ -44,6 +44,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight HTTP requests may take to
 	// finish on shutdown.
 	ShutdownTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers (slow clients
+	// holding connections open).
+	ReadHeaderTimeout time.Duration
 
 	// Engine is the FFmpeg engine steps use unless their pipeline says
 	// otherwise: auto, wasm or native.
@@ -106,6 +109,7 @@ func Default() Config {
 		CORSOrigins:       []string{"*"},
 		ReconcileInterval: time.Minute,
 		ShutdownTimeout:   30 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
 		Upload: upload.Config{
 			MaxSize:    10 << 30,
 			URLExpiry:  time.Hour,
@@ -373,6 +377,7 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	}
 	str("SLUICE_DELIVERY", &c.Delivery)
 	dur("SLUICE_PRIVATE_URL_TTL", &c.PrivateURLTTL)
+	dur("SLUICE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)
 	str("SLUICE_TLS_CERT", &c.TLSCert)
 	str("SLUICE_TLS_KEY", &c.TLSKey)
 	num("SLUICE_QUOTA_BYTES", &c.Quotas.BytesPerDay)

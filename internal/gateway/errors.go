@@ -133,7 +133,7 @@ const jsonReadTimeout = 30 * time.Second
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	// A slow client may not hold a connection open by trickling a small
 	// document (uploads have their own, longer, pace).
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(jsonReadTimeout))
+	readWithin(w, r, jsonReadTimeout)
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

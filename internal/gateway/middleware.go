@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -32,7 +33,10 @@ func (g *Gateway) middleware(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", id)
 		securityHeaders(w.Header())
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, rc: http.NewResponseController(w)}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &idleReader{ReadCloser: r.Body, rc: sw.rc}
+		}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -121,9 +125,44 @@ func newRequestID() string {
 	return hex.EncodeToString(b)
 }
 
-// statusWriter remembers the status code for metrics.
+// ioIdle is how long a request body may go without yielding a byte, and
+// a response without taking one, before the connection is dropped: a
+// slow client may take as long as it likes over a large transfer, but
+// cannot hold a connection open doing nothing (slowloris). Headers have
+// their own, shorter, limit (the server's ReadHeaderTimeout).
+const ioIdle = time.Minute
+
+// idleReader pushes the connection's read deadline ioIdle ahead before
+// each read of the body, but never past until when that is set.
+type idleReader struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	until time.Time
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	d := time.Now().Add(ioIdle)
+	if !r.until.IsZero() && r.until.Before(d) {
+		d = r.until
+	}
+	_ = r.rc.SetReadDeadline(d)
+	return r.ReadCloser.Read(p)
+}
+
+// readWithin bounds the time left to read the request's body.
+func readWithin(w http.ResponseWriter, r *http.Request, d time.Duration) {
+	until := time.Now().Add(d)
+	if ir, ok := r.Body.(*idleReader); ok {
+		ir.until = until
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(until)
+}
+
+// statusWriter remembers the status code for metrics and pushes the
+// write deadline ioIdle ahead before each write.
 type statusWriter struct {
 	http.ResponseWriter
+	rc    *http.ResponseController
 	code  int
 	wrote bool
 }
@@ -132,11 +171,13 @@ func (s *statusWriter) WriteHeader(code int) {
 	if !s.wrote {
 		s.code, s.wrote = code, true
 	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(ioIdle))
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(p []byte) (int, error) {
 	s.wrote = true
+	_ = s.rc.SetWriteDeadline(time.Now().Add(ioIdle))
 	return s.ResponseWriter.Write(p)
 }
 

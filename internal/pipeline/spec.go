@@ -39,7 +39,7 @@ type Pipeline struct {
 	// URL), "private" (signed URLs only), or "" for the server's default.
 	// An asset may choose for itself when uploaded.
 	Delivery string
-	Steps []*StepSpec
+	Steps    []*StepSpec
 	// Source is where the pipeline was defined ("builtin" or file:line).
 	Source string
 }
