@@ -45,6 +45,13 @@ var testToken = auth.NewToken()
 
 func startInProcess(t *testing.T) string {
 	t.Helper()
+	url, _ := startInProcessDir(t)
+	return url
+}
+
+// startInProcessDir starts a server and returns its URL and data dir.
+func startInProcessDir(t *testing.T) (string, string) {
+	t.Helper()
 	mediatest.RequireFFmpeg(t)
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
@@ -60,7 +67,7 @@ func startInProcess(t *testing.T) string {
 	done := make(chan struct{})
 	go func() { _ = s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return s.URL()
+	return s.URL(), cfg.DataDir
 }
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {
@@ -166,6 +173,9 @@ type child struct {
 	cmd  *exec.Cmd
 	url  string
 	done chan error
+	// printed is what the child printed on stderr outside its JSON log
+	// (the first start's admin key banner), up to its "serving" line.
+	printed []string
 }
 
 func startChild(t testing.TB, dataDir string, extra ...string) *child {
@@ -193,11 +203,17 @@ func startChildEnv(t testing.TB, env []string, dataDir string, extra ...string) 
 	c := &child{cmd: cmd, done: make(chan error, 1)}
 	addr := make(chan string, 1)
 	go func() {
+		started := false // only this goroutine touches it and c.printed until addr is sent
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "sluice serving" {
-				addr <- line.Addr
+			if json.Unmarshal(sc.Bytes(), &line) == nil {
+				if line.Msg == "sluice serving" {
+					started = true
+					addr <- line.Addr
+				}
+			} else if !started {
+				c.printed = append(c.printed, sc.Text())
 			}
 			t.Log("child:", sc.Text())
 		}
