@@ -5,8 +5,8 @@
 # finds (default 10s). Extra arguments go to `go test` (e.g. -parallel 1).
 # It stops at the first failure and prints the crasher's path; commit that
 # file and it runs as a regression test in every plain `go test`.
-# CI runs it as its own job after the test suite, with the default times;
-# a longer FUZZTIME suits a nightly run.
+# scripts/test.sh (and so CI) runs it after the test suite with 5s per
+# target; a longer FUZZTIME suits a nightly run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,21 @@ for t in "${targets[@]}"; do
   name=${t#* }
   printf '%-40s ' "$name (./$dir)"
   start=$SECONDS
-  if go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" "$@" "./$dir" >"$log" 2>&1; then
+  ok=false
+  for try in 1 2 3; do
+    if go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" "$@" "./$dir" >"$log" 2>&1; then
+      ok=true
+      break
+    fi
+    # The Go fuzzer sometimes fails a run at the very end of -fuzztime
+    # with a bare "context deadline exceeded" and no input: a race in the
+    # toolchain's worker shutdown, not a finding. Run such a target again;
+    # anything else is a failure at once.
+    if grep -q 'Failing input written to' "$log" || ! grep -q '^    context deadline exceeded$' "$log"; then
+      break
+    fi
+  done
+  if $ok; then
     echo "ok ($((SECONDS - start))s)"
     continue
   fi

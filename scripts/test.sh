@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up what is missing and runs Sluice's whole test suite: vet, then
-# every package's tests with the race detector. The tests use real FFmpeg,
-# an embedded NATS JetStream server and SQLite; nothing is faked but
-# remote SaaS APIs. Extra arguments go to `go test`.
+# every package's tests with the race detector, then every fuzz target
+# for a few seconds (FUZZTIME, default 5s; FUZZTIME=0 skips them). The
+# tests use real FFmpeg, an embedded NATS JetStream server and SQLite;
+# nothing is faked but remote SaaS APIs. Extra arguments go to `go test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -14,3 +15,6 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go test -race -count=1 -timeout 20m "$@" ./...
+if [ "${FUZZTIME:-5s}" != "0" ]; then
+  FUZZTIME=${FUZZTIME:-5s} FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-5s} bash scripts/fuzz.sh
+fi
