@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -114,16 +115,34 @@ type KeyStore interface {
 }
 
 // Keys creates, checks and revokes API keys.
+//
+// Authenticate remembers a valid key for CacheTTL, so that most requests
+// cost no store lookup. Revoke forgets the key at once in this process;
+// other processes sharing the store notice within CacheTTL.
 type Keys struct {
 	store    KeyStore
 	defaults store.Limits
 	now      func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]cachedKey // by token hash
 }
+
+type cachedKey struct {
+	p     Principal
+	until time.Time
+}
+
+// CacheTTL is how long a valid key is trusted without a store lookup.
+const CacheTTL = 2 * time.Second
+
+// maxCached bounds the cache; past it the cache starts afresh.
+const maxCached = 10000
 
 // NewKeys returns the key service over st. defaults are the daily quotas
 // of keys that set none of their own.
 func NewKeys(st KeyStore, defaults store.Limits) *Keys {
-	return &Keys{store: st, defaults: defaults, now: time.Now}
+	return &Keys{store: st, defaults: defaults, now: time.Now, cache: map[string]cachedKey{}}
 }
 
 // Effective returns a key's limits with the defaults filled in.
@@ -197,7 +216,15 @@ func (k *Keys) Authenticate(ctx context.Context, token string) (Principal, error
 	if !ValidToken(token) {
 		return Principal{}, ErrBadKey
 	}
-	rec, err := k.store.KeyByHash(ctx, HashToken(token))
+	hash := HashToken(token)
+	now := k.now()
+	k.mu.Lock()
+	c, ok := k.cache[string(hash)]
+	k.mu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.p, nil
+	}
+	rec, err := k.store.KeyByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return Principal{}, ErrBadKey
 	}
@@ -207,15 +234,33 @@ func (k *Keys) Authenticate(ctx context.Context, token string) (Principal, error
 	if !rec.RevokedAt.IsZero() {
 		return Principal{}, ErrBadKey
 	}
-	return Principal{KeyID: rec.ID, Name: rec.Name, Scopes: rec.Scopes, Limits: k.Effective(rec.Limits)}, nil
+	p := Principal{KeyID: rec.ID, Name: rec.Name, Scopes: rec.Scopes, Limits: k.Effective(rec.Limits)}
+	k.mu.Lock()
+	if len(k.cache) >= maxCached {
+		clear(k.cache)
+	}
+	k.cache[string(hash)] = cachedKey{p: p, until: now.Add(CacheTTL)}
+	k.mu.Unlock()
+	return p, nil
 }
 
 // List returns every key, revoked ones included.
 func (k *Keys) List(ctx context.Context) ([]store.Key, error) { return k.store.ListKeys(ctx) }
 
-// Revoke revokes a key at once: the next request with it is refused.
+// Revoke revokes a key: the next request with it is refused by this
+// process, and by others within CacheTTL.
 func (k *Keys) Revoke(ctx context.Context, id string) error {
-	return k.store.RevokeKey(ctx, id, k.now())
+	if err := k.store.RevokeKey(ctx, id, k.now()); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	for h, c := range k.cache {
+		if c.p.KeyID == id {
+			delete(k.cache, h)
+		}
+	}
+	k.mu.Unlock()
+	return nil
 }
 
 // Bootstrap creates an admin key when the store has none and returns its
