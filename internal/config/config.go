@@ -361,20 +361,8 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	dur("SLUICE_INGEST_TIMEOUT", &c.Ingest.Timeout)
 	// Lifting the SSRF checks is for tests and closed networks only, so
 	// it has no flag.
-	if v := getenv("SLUICE_WEBHOOK_ALLOW_PRIVATE"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("config: SLUICE_WEBHOOK_ALLOW_PRIVATE: %w", err))
-		}
-		c.WebhookAllowPrivate = b
-	}
-	if v := getenv("SLUICE_INGEST_ALLOW_PRIVATE"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("config: SLUICE_INGEST_ALLOW_PRIVATE: %w", err))
-		}
-		c.Ingest.AllowPrivate = b
-	}
+	parsed(getenv, &errs, "SLUICE_WEBHOOK_ALLOW_PRIVATE", &c.WebhookAllowPrivate, strconv.ParseBool)
+	parsed(getenv, &errs, "SLUICE_INGEST_ALLOW_PRIVATE", &c.Ingest.AllowPrivate, strconv.ParseBool)
 	str("SLUICE_DELIVERY", &c.Delivery)
 	dur("SLUICE_PRIVATE_URL_TTL", &c.PrivateURLTTL)
 	dur("SLUICE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)
@@ -382,19 +370,10 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_TLS_KEY", &c.TLSKey)
 	num("SLUICE_QUOTA_BYTES", &c.Quotas.BytesPerDay)
 	num("SLUICE_QUOTA_ASSETS", &c.Quotas.AssetsPerDay)
-	flt := func(name string, dst *float64) {
-		if v := getenv(name); v != "" {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("config: %s: %w", name, err))
-				return
-			}
-			*dst = f
-		}
-	}
-	flt("SLUICE_QUOTA_AI_UNITS", &c.Quotas.AIUnitsPerDay)
-	flt("SLUICE_IP_RATE", &c.Limits.IPRate)
-	flt("SLUICE_KEY_RATE", &c.Limits.KeyRate)
+	flt := func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }
+	parsed(getenv, &errs, "SLUICE_QUOTA_AI_UNITS", &c.Quotas.AIUnitsPerDay, flt)
+	parsed(getenv, &errs, "SLUICE_IP_RATE", &c.Limits.IPRate, flt)
+	parsed(getenv, &errs, "SLUICE_KEY_RATE", &c.Limits.KeyRate, flt)
 	var ipBurst, keyBurst = int64(c.Limits.IPBurst), int64(c.Limits.KeyBurst)
 	num("SLUICE_IP_BURST", &ipBurst)
 	num("SLUICE_KEY_BURST", &keyBurst)
@@ -402,17 +381,26 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	if v := getenv("SLUICE_TRUSTED_PROXIES"); v != "" {
 		c.Limits.TrustedProxies = splitList(v)
 	}
-	if v := getenv("SLUICE_DEV"); v != "" {
-		d, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("config: SLUICE_DEV: %w", err))
-		}
-		c.Dev = d
-	}
+	parsed(getenv, &errs, "SLUICE_DEV", &c.Dev, strconv.ParseBool)
 	if v := getenv("SLUICE_CORS_ORIGINS"); v != "" {
 		c.CORSOrigins = strings.Split(v, ",")
 	}
 	return errors.Join(errs...)
+}
+
+// parsed sets *dst from the environment variable name, if set, through
+// parse; a value that does not parse is added to errs.
+func parsed[T any](getenv func(string) string, errs *[]error, name string, dst *T, parse func(string) (T, error)) {
+	v := getenv(name)
+	if v == "" {
+		return
+	}
+	x, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("config: %s: %w", name, err))
+		return
+	}
+	*dst = x
 }
 
 // splitList splits a comma-separated list, dropping empty items.

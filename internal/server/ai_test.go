@@ -10,16 +10,14 @@ import (
 	"github.com/sluice-media/sluice/internal/ai/aitest"
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/client"
+	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
-// TestEnrichment runs transcript, summary and describe against a fake
-// OpenAI-compatible API: results land as outputs; when the provider
-// fails, the steps end degraded and the asset still succeeds with its
-// media outputs; a step with no provider ends skipped with the reason;
-// a reprocess of the degraded steps fills them in.
-func TestEnrichment(t *testing.T) {
+// fakeOpenAI starts a fake of the OpenAI API and returns it with a test
+// configuration whose only AI provider it is, for the given models.
+func fakeOpenAI(t *testing.T, models string) (*aitest.OpenAI, config.Config) {
 	fake := aitest.NewOpenAI(t, aitest.OpenAIOptions{APIKey: "sk-test-secret"})
 	t.Setenv("TEST_OPENAI_KEY", "sk-test-secret")
 	cfg := testConfig(t)
@@ -29,9 +27,19 @@ providers:
     type: openai
     base_url: `+fake.BaseURL()+`
     api_key_env: TEST_OPENAI_KEY
-    models: {transcribe: whisper-1, summarize: gpt-4o-mini, describe: gpt-4o-mini}
+    models: `+models+`
     limits: {retries: 1, timeout: 10s, breaker: {failures: 50, cooldown: 1s}}
 `)
+	return fake, cfg
+}
+
+// TestEnrichment runs transcript, summary and describe against a fake
+// OpenAI-compatible API: results land as outputs; when the provider
+// fails, the steps end degraded and the asset still succeeds with its
+// media outputs; a step with no provider ends skipped with the reason;
+// a reprocess of the degraded steps fills them in.
+func TestEnrichment(t *testing.T) {
+	fake, cfg := fakeOpenAI(t, "{transcribe: whisper-1, summarize: gpt-4o-mini, describe: gpt-4o-mini}")
 	cfg.Pipelines = []string{writePipelines(t, `
 pipelines:
   - name: enrich
@@ -177,18 +185,7 @@ pipelines:
 // assets' AI steps end degraded with the reason (no provider is called),
 // the media steps still run, and /v1/usage shows the units.
 func TestAIQuota(t *testing.T) {
-	fake := aitest.NewOpenAI(t, aitest.OpenAIOptions{APIKey: "sk-test-secret"})
-	t.Setenv("TEST_OPENAI_KEY", "sk-test-secret")
-	cfg := testConfig(t)
-	cfg.AIConfig = writePipelines(t, `
-providers:
-  - name: fake-openai
-    type: openai
-    base_url: `+fake.BaseURL()+`
-    api_key_env: TEST_OPENAI_KEY
-    models: {transcribe: whisper-1}
-    limits: {retries: 1, timeout: 10s}
-`)
+	fake, cfg := fakeOpenAI(t, "{transcribe: whisper-1}")
 	cfg.Pipelines = []string{writePipelines(t, `
 pipelines:
   - name: enrich

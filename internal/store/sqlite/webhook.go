@@ -70,20 +70,11 @@ func (s *Store) GetWebhook(ctx context.Context, id string) (store.Webhook, error
 
 // ListWebhooks returns every endpoint, oldest first.
 func (s *Store) ListWebhooks(ctx context.Context) ([]store.Webhook, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks ORDER BY created_at, id`)
+	hooks, err := list(ctx, s.r, scanWebhook, `SELECT `+webhookColumns+` FROM webhooks ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list webhooks: %w", err)
 	}
-	defer rows.Close()
-	out := []store.Webhook{}
-	for rows.Next() {
-		w, err := scanWebhook(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: list webhooks: %w", err)
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
+	return hooks, nil
 }
 
 // DeleteWebhook removes an endpoint and, by cascade, its deliveries.
@@ -177,23 +168,11 @@ func (s *Store) EnqueueDeliveries(ctx context.Context, ds []store.Delivery) erro
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]store.Delivery, error) {
 	var out []store.Delivery
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries
+		var err error
+		out, err = list(ctx, tx, scanDelivery, `SELECT `+deliveryColumns+` FROM webhook_deliveries
 			WHERE state = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?`,
 			store.DeliveryPending, now.UnixNano(), max(1, limit))
 		if err != nil {
-			return err
-		}
-		out = []store.Delivery{}
-		for rows.Next() {
-			d, err := scanDelivery(rows)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			out = append(out, d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		until := now.Add(lease)
@@ -232,19 +211,10 @@ func (s *Store) UpdateDelivery(ctx context.Context, d store.Delivery) error {
 
 // ListDeliveries returns an endpoint's deliveries, newest first.
 func (s *Store) ListDeliveries(ctx context.Context, webhookID string, n int) ([]store.Delivery, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries
+	ds, err := list(ctx, s.r, scanDelivery, `SELECT `+deliveryColumns+` FROM webhook_deliveries
 		WHERE webhook_id = ? ORDER BY created_at DESC, id DESC LIMIT ?`, webhookID, limit(n))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list deliveries: %w", err)
 	}
-	defer rows.Close()
-	out := []store.Delivery{}
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: list deliveries: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return ds, nil
 }
