@@ -105,9 +105,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s = &Server{cfg: cfg, log: log, Metrics: telemetry.New()}
+	// Every error return sets s to nil; close what this one opened.
+	opened := s
 	defer func() {
 		if err != nil {
-			s.close()
+			opened.close()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
