@@ -131,4 +131,3 @@ func TestDispatcher(t *testing.T) {
 		t.Errorf("delivery log of flaky: %+v", flaky)
 	}
 }
-
