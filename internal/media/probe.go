@@ -198,6 +198,9 @@ func parseRate(s string) float64 {
 var (
 	notWhitelisted = regexp.MustCompile(`\[(\w+) @ [^\]]*\] Format not on whitelist`)
 	avPrefix       = regexp.MustCompile(`^\[[^\]]* @ [^\]]*\]\s*`)
+	// absPath is a file path in FFmpeg's messages: the host's scratch
+	// layout is not for the client's eyes.
+	absPath = regexp.MustCompile(`(^|[\s'"(])(?:file:)?/[^\s:'"]+`)
 )
 
 // probeFailure explains why ffprobe refused an input, in one line.
@@ -213,6 +216,8 @@ func probeFailure(stderr string, head []byte, err error) error {
 	case strings.Contains(stderr, "Invalid data found when processing input"),
 		strings.Contains(stderr, "moov atom not found"):
 		return &pipeline.MediaError{Reason: "not a recognized audio or video file", Err: err}
+	case strings.Contains(stderr, "End of file"):
+		return &pipeline.MediaError{Reason: "truncated or not media: the file ended before any stream was found", Err: err}
 	}
 	return &pipeline.MediaError{Reason: "cannot read media: " + lastLine(stderr), Err: err}
 }
@@ -223,7 +228,7 @@ func lastLine(stderr string) string {
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		if l := strings.TrimSpace(avPrefix.ReplaceAllString(lines[i], "")); l != "" {
-			return l
+			return absPath.ReplaceAllString(l, "${1}input")
 		}
 	}
 	return "ffmpeg reported no reason"

@@ -173,7 +173,9 @@ type BadInput struct {
 // BadInputs writes the bad-input corpus into dir: zero bytes, random
 // bytes, text posing as MP4, an HLS playlist and an ffconcat script posing
 // as media (both pointing at /etc/passwd), a truncated MP4, an MP4 that
-// probes but whose frames cannot be decoded, and a decompression bomb.
+// probes but whose frames cannot be decoded, decompression bombs (a PNG,
+// and a video whose frames declare 30000x30000 behind a container that
+// says 64x64), and a Matroska file nested 20000 levels deep.
 func BadInputs(t testing.TB, dir string) []BadInput {
 	t.Helper()
 	write := func(name string, data []byte) string {
@@ -206,7 +208,57 @@ func BadInputs(t testing.TB, dir string) []BadInput {
 		{"truncated-mp4", write("truncated.mp4", data[:len(data)/2]), "truncated"},
 		{"undecodable-mp4", write("undecodable.mp4", zeroMdat(t, data)), "could be decoded"},
 		{"pixel-bomb", pixelBomb(t, dir), "larger than the limit"},
+		{"video-frame-bomb", write("frames.mkv", frameBomb(t, dir)), "could be decoded"},
+		{"nested-matroska", write("nested.mkv", nestedMatroska()), "the file ended before any stream was found"},
 	}
+}
+
+// frameBomb is a Matroska file of MJPEG frames whose JPEG headers
+// declare 30000x30000 (3.6 GB per frame as RGBA), while its track header
+// says 64x64: probing sees a small video; only the decoder's pixel cap
+// stands between a frame and the allocation.
+func frameBomb(t testing.TB, dir string) []byte {
+	t.Helper()
+	src := filepath.Join(dir, "mjpeg.mkv")
+	Run(t, "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=64x64:d=1:r=5", "-c:v", "mjpeg", "-f", "matroska", src)
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sof := []byte{0xff, 0xc0, 0x00, 0x11, 0x08} // baseline start of frame, 8-bit
+	n := 0
+	for i := bytes.Index(data, sof); i >= 0; {
+		binary.BigEndian.PutUint16(data[i+5:], 30000) // height
+		binary.BigEndian.PutUint16(data[i+7:], 30000) // width
+		n++
+		next := bytes.Index(data[i+9:], sof)
+		if next < 0 {
+			break
+		}
+		i += 9 + next
+	}
+	if n == 0 {
+		t.Fatal("frameBomb: no JPEG frame header found")
+	}
+	return data
+}
+
+// nestedMatroska is a valid EBML header for a Matroska document, then a
+// Segment holding 20000 levels of nested elements of unknown size.
+func nestedMatroska() []byte {
+	unknown := []byte{0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	body := []byte{0x42, 0x86, 0x81, 0x01, 0x42, 0xf7, 0x81, 0x01, 0x42, 0xf2, 0x81, 0x04, 0x42, 0xf3, 0x81, 0x08,
+		0x42, 0x82, 0x88}
+	body = append(body, "matroska"...)
+	body = append(body, 0x42, 0x87, 0x81, 0x04, 0x42, 0x85, 0x81, 0x02)
+	out := append([]byte{0x1a, 0x45, 0xdf, 0xa3, 0x80 | byte(len(body))}, body...)
+	out = append(out, 0x18, 0x53, 0x80, 0x67)
+	out = append(out, unknown...)
+	for range 20000 {
+		out = append(out, 0x12, 0x54, 0xc3, 0x67) // Tags
+		out = append(out, unknown...)
+	}
+	return out
 }
 
 // pixelBomb is a 600-byte PNG declaring a 16000x16000 16-bit picture,
