@@ -96,18 +96,12 @@ func (s *Store) CreateAsset(ctx context.Context, a store.Asset) error {
 		}
 		metadata = string(b)
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO assets (`+assetColumns+`)
+	err = insert(ctx, s.w, `INSERT INTO assets (`+assetColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		a.ID, a.Name, a.ContentType, a.Bucket, a.Key, a.Size, a.ETag,
 		string(a.Status), a.Error, media, a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), nullTime(a.UploadedAt),
 		metadata, a.Pipeline, a.Quarantine, a.Owner, a.Visibility)
-	if err == nil {
-		err = rowsAffected(res)
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		err = store.ErrConflict
-	}
 	if err != nil {
 		return fmt.Errorf("sqlite: create asset %q: %w", a.ID, err)
 	}

@@ -47,16 +47,10 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+keyColumns+`)
+	err = insert(ctx, s.w, `INSERT INTO api_keys (`+keyColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		k.ID, k.Name, k.Hash, k.Prefix, strings.Join(k.Scopes, ","), string(limits),
 		k.CreatedAt.UnixNano(), nullTime(k.RevokedAt))
-	if err == nil {
-		err = rowsAffected(res)
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		err = store.ErrConflict
-	}
 	if err != nil {
 		return fmt.Errorf("sqlite: create key %q: %w", k.ID, err)
 	}

@@ -149,6 +149,19 @@ type scanner interface {
 	Scan(dest ...any) error
 }
 
+// insert runs an INSERT ... ON CONFLICT DO NOTHING and reports a row it
+// did not insert as store.ErrConflict.
+func insert(ctx context.Context, q querier, query string, args ...any) error {
+	res, err := q.ExecContext(ctx, query, args...)
+	if err == nil {
+		err = rowsAffected(res)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		err = store.ErrConflict
+	}
+	return err
+}
+
 // list runs a query and scans every row with scan; no rows is an empty,
 // non-nil slice.
 func list[T any](ctx context.Context, q querier, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {

@@ -40,16 +40,10 @@ func (s *Store) CreateWebhook(ctx context.Context, w store.Webhook) error {
 	if w.CreatedAt.IsZero() {
 		w.CreatedAt = utcNow()
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO webhooks (`+webhookColumns+`)
+	err := insert(ctx, s.w, `INSERT INTO webhooks (`+webhookColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		w.ID, w.URL, w.Owner, w.Pipeline, strings.Join(w.Events, ","), w.Secret,
 		w.CreatedAt.UnixNano(), nullTime(w.DisabledAt), w.DisabledReason)
-	if err == nil {
-		err = rowsAffected(res)
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		err = store.ErrConflict
-	}
 	if err != nil {
 		return fmt.Errorf("sqlite: create webhook %q: %w", w.ID, err)
 	}
