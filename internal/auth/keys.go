@@ -110,6 +110,7 @@ func (p Principal) Can(scope string) bool {
 type KeyStore interface {
 	CreateKey(ctx context.Context, k store.Key) error
 	KeyByHash(ctx context.Context, hash []byte) (store.Key, error)
+	GetKey(ctx context.Context, id string) (store.Key, error)
 	ListKeys(ctx context.Context) ([]store.Key, error)
 	RevokeKey(ctx context.Context, id string, at time.Time) error
 }
@@ -243,6 +244,9 @@ func (k *Keys) Authenticate(ctx context.Context, token string) (Principal, error
 	k.mu.Unlock()
 	return p, nil
 }
+
+// Get returns one key's record.
+func (k *Keys) Get(ctx context.Context, id string) (store.Key, error) { return k.store.GetKey(ctx, id) }
 
 // List returns every key, revoked ones included.
 func (k *Keys) List(ctx context.Context) ([]store.Key, error) { return k.store.ListKeys(ctx) }

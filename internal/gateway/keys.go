@@ -76,7 +76,7 @@ func (g *Gateway) usage(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, g.deps.Log, scopeError(auth.ScopeAdmin))
 			return
 		}
-		k, err := g.findKey(r.Context(), other)
+		k, err := g.deps.Keys.Get(r.Context(), other)
 		if err != nil {
 			writeError(w, r, g.deps.Log, err)
 			return
@@ -95,17 +95,4 @@ func (g *Gateway) usage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wire.Usage{
 		KeyID: id, Day: u.Day, Bytes: u.Bytes, Assets: u.Assets, AIUnits: u.AIUnits, Limits: wire.Limits(limits),
 	})
-}
-
-func (g *Gateway) findKey(ctx context.Context, id string) (store.Key, error) {
-	keys, err := g.deps.Keys.List(ctx)
-	if err != nil {
-		return store.Key{}, err
-	}
-	for _, k := range keys {
-		if k.ID == id {
-			return k, nil
-		}
-	}
-	return store.Key{}, store.ErrNotFound
 }

@@ -297,6 +297,16 @@ func TestQuotas(t *testing.T) {
 	if len(page.Assets) != 2 {
 		t.Errorf("%d assets stored, want the 2 accepted ones", len(page.Assets))
 	}
+	// An admin may read another key's usage; others may not.
+	var adminView wire.Usage
+	_, _, body := request(t, "GET", h.URL()+"/v1/usage?key="+k.ID, nil, nil, -1)
+	decode(t, body, &adminView)
+	if adminView.KeyID != k.ID || adminView.Assets != 2 {
+		t.Errorf("admin's view of the key's usage: %s", body)
+	}
+	if status, _, _ := request(t, "GET", h.URL()+"/v1/usage?key=key_other", nil, bearerOf(k.Token), -1); status != 403 {
+		t.Errorf("another key's usage with a non-admin key: %d, want 403", status)
+	}
 	// The retry header says when the quota day ends.
 	status, _, _ := request(t, "POST", h.URL()+"/v1/uploads", bytes.NewReader([]byte(`{"name":"e","size":1}`)), bearerOf(k.Token), -1)
 	if status != 429 {
