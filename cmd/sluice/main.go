@@ -16,12 +16,17 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/sluice-media/sluice/internal/config"
 )
 
 const usage = `Sluice: a self-hostable media and AI pipeline.
 
 Usage:
   sluice serve [flags]                       run everything on embedded defaults
+  sluice gateway --nats-url URL [flags]      scale out: HTTP only (API, uploads, delivery)
+  sluice worker --nats-url URL --pool fast|heavy|all [flags]
+                                             scale out: run jobs only
   sluice upload FILE [--server URL] [--meta k=v]... [--wait] [--json]
   sluice assets get ID [--server URL] [--json]
   sluice assets list [--server URL] [--json] [--limit N]
@@ -62,7 +67,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
-		return serve(ctx, rest, stderr)
+		return serve(ctx, config.RoleAll, rest, stderr)
+	case "gateway":
+		return serve(ctx, config.RoleGateway, rest, stderr)
+	case "worker":
+		return serve(ctx, config.RoleWorker, rest, stderr)
 	case "upload":
 		return uploadCmd(ctx, rest, stdout, stderr)
 	case "assets":

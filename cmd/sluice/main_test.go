@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -176,6 +178,16 @@ type child struct {
 	// printed is what the child printed on stderr outside its JSON log
 	// (the first start's admin key banner), up to its "serving" line.
 	printed []string
+
+	mu   sync.Mutex
+	logs []string // every line of its stderr
+}
+
+// logged returns the lines the child wrote to stderr so far.
+func (c *child) logged() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.logs)
 }
 
 func startChild(t testing.TB, dataDir string, extra ...string) *child {
@@ -186,9 +198,15 @@ func startChild(t testing.TB, dataDir string, extra ...string) *child {
 // startChildEnv starts `sluice serve` with env added to this process's.
 func startChildEnv(t testing.TB, env []string, dataDir string, extra ...string) *child {
 	t.Helper()
+	return startProcess(t, env, append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir,
+		"--pipelines", mediatest.LightPipeline(t, 320)}, extra...)...)
+}
+
+// startProcess runs the sluice command with args (and env added to this
+// process's) as a child, and waits until it serves.
+func startProcess(t testing.TB, env []string, args ...string) *child {
+	t.Helper()
 	mediatest.RequireFFmpeg(t)
-	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir,
-		"--pipelines", mediatest.LightPipeline(t, 320)}, extra...)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "SLUICE_TEST_MAIN_ARGS="+strings.Join(args, "\x1f"),
 		"SLUICE_WASM_CACHE_DIR="+mediatest.WasmCacheDir())
@@ -215,6 +233,9 @@ func startChildEnv(t testing.TB, env []string, dataDir string, extra ...string) 
 			} else if !started {
 				c.printed = append(c.printed, sc.Text())
 			}
+			c.mu.Lock()
+			c.logs = append(c.logs, sc.Text())
+			c.mu.Unlock()
 			t.Log("child:", sc.Text())
 		}
 	}()

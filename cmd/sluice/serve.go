@@ -7,19 +7,39 @@ import (
 	"io"
 
 	"github.com/sluice-media/sluice/internal/config"
+	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/server"
 )
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
+// serve runs a Sluice process in a role: `sluice serve` (everything),
+// `sluice gateway` (HTTP only) or `sluice worker --pool fast|heavy|all`
+// (jobs only).
+func serve(ctx context.Context, role string, args []string, stderr io.Writer) error {
 	cfg := config.Default()
+	cfg.Role = role
 	if err := cfg.FromEnv(nil); err != nil {
 		return err
 	}
-	fs := flag.NewFlagSet("sluice serve", flag.ContinueOnError)
+	name := "serve"
+	if role != config.RoleAll {
+		name = role
+	}
+	fs := flag.NewFlagSet("sluice "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg.Flags(fs)
+	pool := "all"
+	if role == config.RoleWorker {
+		fs.StringVar(&pool, "pool", pool, "the pool whose jobs this worker runs: fast (probes, thumbnails, AI), heavy (encodes) or all")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	switch pool {
+	case "all":
+	case queue.PoolFast, queue.PoolHeavy:
+		cfg.Worker.Pools = []string{pool}
+	default:
+		return fmt.Errorf("--pool %q: want fast, heavy or all", pool)
 	}
 	log := newLogger(stderr)
 	srv, err := server.New(ctx, cfg, log)

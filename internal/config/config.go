@@ -27,8 +27,24 @@ import (
 	"github.com/sluice-media/sluice/internal/worker"
 )
 
+// Roles a process plays.
+const (
+	// RoleAll runs everything in one process (`sluice serve`).
+	RoleAll = "all"
+	// RoleGateway serves HTTP (API, uploads, delivery) and reconciles;
+	// it runs no jobs.
+	RoleGateway = "gateway"
+	// RoleWorker runs jobs of its pools and serves only /healthz,
+	// /readyz and /metrics.
+	RoleWorker = "worker"
+)
+
 // Config is the whole configuration of a Sluice process.
 type Config struct {
+	// Role is what this process does: RoleAll (default), RoleGateway or
+	// RoleWorker. Gateways and workers share state through an external
+	// NATS (and the store and bucket), so those roles need a NATS URL.
+	Role string
 	// Addr is the HTTP listen address.
 	Addr string
 	// DataDir holds everything the embedded defaults store: the bucket,
@@ -104,6 +120,7 @@ type Config struct {
 // Default returns the configuration of `sluice serve` with no settings.
 func Default() Config {
 	return Config{
+		Role:              RoleAll,
 		Addr:              ":8080",
 		DataDir:           "sluice-data",
 		CORSOrigins:       []string{"*"},
@@ -182,6 +199,20 @@ func (c *Config) Resolve() error {
 	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		return fmt.Errorf("config: public URL %q must start with http:// or https://", c.PublicURL)
+	}
+	switch c.Role {
+	case RoleAll:
+	case RoleGateway, RoleWorker:
+		if c.Queue.URL == "" {
+			return fmt.Errorf("config: a %s process shares the queue with others: give --nats-url", c.Role)
+		}
+	default:
+		return fmt.Errorf("config: unknown role %q", c.Role)
+	}
+	for _, p := range c.Worker.Pools {
+		if p != queue.PoolFast && p != queue.PoolHeavy {
+			return fmt.Errorf("config: pool %q must be %s or %s", p, queue.PoolFast, queue.PoolHeavy)
+		}
 	}
 	if c.Dev {
 		if err := loopbackAddr(c.Addr); err != nil {

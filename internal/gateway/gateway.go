@@ -151,11 +151,24 @@ func (g *Gateway) routes() {
 	m.Handle("DELETE /v1/webhooks/{id}", g.scopedFunc(read, g.deleteWebhook))
 	m.Handle("GET /v1/webhooks/{id}/deliveries", g.scopedFunc(read, g.listDeliveries))
 	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)
+	g.operationRoutes(m)
+}
+
+// operationRoutes are the routes every process serves, workers too.
+func (g *Gateway) operationRoutes(m *http.ServeMux) {
 	m.Handle("GET /metrics", promhttp.HandlerFor(g.deps.Metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	m.HandleFunc("GET /readyz", g.readyz)
+}
+
+// Operations is the handler of a worker process: /healthz, /readyz and
+// /metrics only, with the same middleware.
+func (g *Gateway) Operations() http.Handler {
+	mux := http.NewServeMux()
+	g.operationRoutes(mux)
+	return g.middleware(mux)
 }
 
 // ServeHTTP runs the middleware chain, then the route.

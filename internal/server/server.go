@@ -115,8 +115,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, err
 	}
-	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
-		return nil, err
+	// The embedded NATS server owns its files: one process per data dir.
+	// With an external NATS, processes on one machine may share a data
+	// dir (SQLite and the file bucket are safe across processes).
+	if cfg.Queue.URL == "" {
+		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 	}
 	engines, err := s.openEngines(cfg, log)
 	if err != nil {
@@ -219,8 +224,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if err != nil {
 		return nil, err
 	}
+	var handler http.Handler = gw
+	if cfg.Role == config.RoleWorker {
+		handler = gw.Operations()
+	}
 	s.http = &http.Server{
-		Handler:           gw,
+		Handler:           handler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -318,13 +327,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		_ = s.worker.Run(ctx)
+		if s.cfg.Role != config.RoleGateway {
+			_ = s.worker.Run(ctx)
+		}
 	}()
 	go func() {
 		defer wg.Done()
-		s.uploads.RunReconciler(ctx, s.cfg.ReconcileInterval)
+		if s.cfg.Role != config.RoleWorker {
+			s.uploads.RunReconciler(ctx, s.cfg.ReconcileInterval)
+		}
 	}()
-	s.log.Info("sluice serving", "addr", s.Addr(), "data_dir", s.cfg.DataDir)
+	s.log.Info("sluice serving", "role", s.cfg.Role, "addr", s.Addr(), "data_dir", s.cfg.DataDir)
 
 	var err error
 	select {

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/sluice-media/sluice/internal/blob"
@@ -36,6 +37,9 @@ import (
 
 // Config configures a worker.
 type Config struct {
+	// Pools are the pools this worker consumes: queue.PoolFast,
+	// queue.PoolHeavy, or both (empty: both).
+	Pools []string
 	// Concurrency is how many jobs the fast pool runs at once. Default 2.
 	Concurrency int
 	// HeavyConcurrency is how many jobs the heavy pool runs at once.
@@ -130,10 +134,14 @@ func New(cfg Config, st store.Store, b blob.Bucket, q Queue, pipelines *pipeline
 func (w *Worker) Run(ctx context.Context) error {
 	work, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
-	consumers := []*queue.Consumer{w.queue.Consume(work, queue.PoolFast, w.cfg.Concurrency, w.handle)}
-	if w.cfg.HeavyConcurrency > 0 {
+	var consumers []*queue.Consumer
+	if w.consumes(queue.PoolFast) {
+		consumers = append(consumers, w.queue.Consume(work, queue.PoolFast, w.cfg.Concurrency, w.handle))
+	}
+	if w.consumes(queue.PoolHeavy) && w.cfg.HeavyConcurrency > 0 {
 		consumers = append(consumers, w.queue.Consume(work, queue.PoolHeavy, w.cfg.HeavyConcurrency, w.handle))
 	}
+	w.log.Info("worker: consuming", "owner", w.owner, "pools", w.cfg.Pools)
 	<-ctx.Done()
 	for _, c := range consumers {
 		c.Stop()
@@ -153,6 +161,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		<-done
 	}
 	return nil
+}
+
+// consumes reports whether the worker takes events of pool.
+func (w *Worker) consumes(pool string) bool {
+	return len(w.cfg.Pools) == 0 || slices.Contains(w.cfg.Pools, pool)
 }
 
 func randomID() string {
