@@ -93,7 +93,8 @@ func (c *Cluster) URLs() string {
 	return strings.Join(urls, ",")
 }
 
-// StartCluster starts n clustered JetStream nodes on loopback, each with
+// StartCluster starts n clustered JetStream nodes (one standalone node
+// for n = 1) on loopback, each with
 // its own store in a temp dir, and waits until every node answers. The
 // nodes are killed when the test ends.
 func StartCluster(t testing.TB, n int) *Cluster {
@@ -109,11 +110,12 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
 		node := &Node{Name: name, URL: "nats://127.0.0.1:" + strconv.Itoa(clientPorts[i]), done: make(chan struct{})}
-		node.cmd = exec.Command(bin,
-			"--name", name, "--addr", "127.0.0.1", "--port", strconv.Itoa(clientPorts[i]),
-			"--jetstream", "--store_dir", filepath.Join(dir, name),
-			"--cluster_name", "sluice-test", "--cluster", routes[i], "--routes", strings.Join(routes, ","),
-		)
+		args := []string{"--name", name, "--addr", "127.0.0.1", "--port", strconv.Itoa(clientPorts[i]),
+			"--jetstream", "--store_dir", filepath.Join(dir, name)}
+		if n > 1 { // a single node runs standalone
+			args = append(args, "--cluster_name", "sluice-test", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		}
+		node.cmd = exec.Command(bin, args...)
 		log, err := os.Create(filepath.Join(dir, name+".log"))
 		if err != nil {
 			t.Fatal(err)
