@@ -110,4 +110,3 @@ func scaleOutRun(b *testing.B, workers int, clips, one []string) (rate, p50, p99
 	slices.Sort(lat)
 	return rate, lat[len(lat)/2], lat[(len(lat)*99)/100]
 }
-
