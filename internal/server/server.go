@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,7 +24,7 @@ import (
 
 	"github.com/sluice-media/sluice/internal/ai"
 	"github.com/sluice-media/sluice/internal/auth"
-	"github.com/sluice-media/sluice/internal/blob/fileblob"
+	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/event"
@@ -33,7 +34,6 @@ import (
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
-	"github.com/sluice-media/sluice/internal/store/sqlite"
 	"github.com/sluice-media/sluice/internal/telemetry"
 	"github.com/sluice-media/sluice/internal/upload"
 	"github.com/sluice-media/sluice/internal/webhook"
@@ -78,8 +78,8 @@ type Server struct {
 	cfg       config.Config
 	log       *slog.Logger
 	lock      *os.File
-	store     *sqlite.Store
-	bucket    *fileblob.Bucket
+	store     store.Store
+	bucket    blob.Bucket
 	queue     *queue.Queue
 	uploads   *upload.Service
 	worker    *worker.Worker
@@ -127,10 +127,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = sqlite.Open(ctx, filepath.Join(cfg.DataDir, "state.db")); err != nil {
+	if s.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if s.bucket, err = fileblob.Open(filepath.Join(cfg.DataDir, "bucket"), BucketName); err != nil {
+	if s.bucket, err = openBucket(ctx, cfg); err != nil {
 		return nil, err
 	}
 	if s.queue, err = queue.Open(ctx, cfg.Queue, log); err != nil {
@@ -415,8 +415,8 @@ func (s *Server) close() {
 	if s.queue != nil {
 		s.queue.Close()
 	}
-	if s.bucket != nil {
-		_ = s.bucket.Close()
+	if c, ok := s.bucket.(io.Closer); ok {
+		_ = c.Close()
 	}
 	if s.store != nil {
 		_ = s.store.Close()
