@@ -364,10 +364,14 @@ func equal(a, b []byte) bool { return string(a) == string(b) }
 func (s *Service) complete(ctx context.Context, a store.Asset, attrs blob.Attrs, action, method string) error {
 	ctype, err := s.sniff(ctx, a.Key)
 	if errors.Is(err, ErrUnsupportedType) {
-		// Every path checks the head before storing; this is an object
-		// stored before that (found by Reconcile): refuse it the same way.
-		if derr := s.bucket.Delete(ctx, a.Key); derr != nil {
-			s.log.Error("upload: delete refused object", "asset", a.ID, "err", derr)
+		// Sluice's upload paths check the head before storing; this is an
+		// object stored otherwise (found by Reconcile, or announced by the
+		// bucket): refuse it the same way. Only Sluice's own upload keys
+		// are deleted; another system's objects are left alone.
+		if a.Key == SourceKey(a.ID) {
+			if derr := s.bucket.Delete(ctx, a.Key); derr != nil {
+				s.log.Error("upload: delete refused object", "asset", a.ID, "err", derr)
+			}
 		}
 		if serr := s.store.SetAssetStatus(ctx, a.ID, store.StatusFailed, err.Error()); serr != nil {
 			s.log.Error("upload: mark refused asset failed", "asset", a.ID, "err", serr)
