@@ -44,3 +44,10 @@ need_packages
 # The local AI providers (Tesseract, the nsfwjs sidecar): optional, so a
 # failure here is a warning (SLUICE_SKIP_AI_DEPS=1 skips it).
 source "$(dirname "${BASH_SOURCE[0]}")/ai-deps.sh"
+
+# The PostgreSQL server binaries the tests of the PostgreSQL state store
+# start a throwaway server from (SLUICE_SKIP_PG_DEPS=1 skips it).
+source "$(dirname "${BASH_SOURCE[0]}")/pg-deps.sh"
+# versitygw, the S3 server the S3 bucket's tests run against, built from
+# its Go module into a cache (the tests also build it when missing).
+source "$(dirname "${BASH_SOURCE[0]}")/s3-deps.sh"

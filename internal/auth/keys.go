@@ -22,10 +22,13 @@ const (
 	ScopeUpload = "upload" // create uploads and ingests, reprocess
 	ScopeRead   = "read"   // read assets, outputs, pipelines, usage
 	ScopeAdmin  = "admin"  // keys, dead letters, releases, any webhook
+	// ScopeEvents only posts bucket notifications (for an S3 server's
+	// webhook target).
+	ScopeEvents = "events"
 )
 
 // Scopes lists every scope, in the order they are shown.
-var Scopes = []string{ScopeUpload, ScopeRead, ScopeAdmin}
+var Scopes = []string{ScopeUpload, ScopeRead, ScopeAdmin, ScopeEvents}
 
 // Errors of API key authentication.
 var (

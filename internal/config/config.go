@@ -16,10 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-media/sluice/internal/blob/s3blob"
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/gateway"
 	"github.com/sluice-media/sluice/internal/ingest"
 	"github.com/sluice-media/sluice/internal/media"
+	"github.com/sluice-media/sluice/internal/notify"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
@@ -107,6 +109,24 @@ type Config struct {
 	// addresses: tests and closed networks only (env
 	// SLUICE_WEBHOOK_ALLOW_PRIVATE).
 	WebhookAllowPrivate bool
+	// DatabaseURL, when set, keeps the state in PostgreSQL instead of
+	// SQLite in the data dir. Only from the environment
+	// (SLUICE_DATABASE_URL or the file SLUICE_DATABASE_URL_FILE names):
+	// it holds a password.
+	DatabaseURL string `json:"-"`
+	// S3, when its Bucket is set, stores objects in an S3-compatible
+	// bucket instead of the data dir. Credentials come from the
+	// environment only.
+	S3 s3blob.Config
+	// S3RawKeys says the store's bucket notifications carry object keys
+	// as they are rather than URL-encoded (versitygw).
+	S3RawKeys bool
+	// BucketEventsSubject, when set, is a NATS subject (on the queue's
+	// NATS) on which the store publishes its bucket notifications.
+	BucketEventsSubject string
+	// R2Queue, when its QueueID is set, pulls R2 event notifications
+	// from a Cloudflare Queue. From the environment only.
+	R2Queue notify.Config
 	// AdminToken is the token of the first admin key, created on first
 	// start when the store has no keys; empty: a random one, printed
 	// once. Only from the environment (SLUICE_ADMIN_TOKEN or the file
@@ -225,6 +245,16 @@ func (c *Config) Resolve() error {
 	if c.Delivery != "public" && c.Delivery != "private" {
 		return fmt.Errorf("config: delivery %q must be public or private", c.Delivery)
 	}
+	if c.S3.Bucket != "" {
+		if err := c.S3.Validate(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+	if c.R2Queue.QueueID != "" || c.R2Queue.AccountID != "" {
+		if err := c.R2Queue.Validate(); err != nil {
+			return fmt.Errorf("config: R2 queue (SLUICE_CF_*): %w", err)
+		}
+	}
 	if err := c.Webhooks.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -310,6 +340,14 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Ingest.Timeout, "ingest-timeout", c.Ingest.Timeout, "time limit of one URL ingest fetch, body included (env SLUICE_INGEST_TIMEOUT)")
 	fs.StringVar(&c.Delivery, "delivery", c.Delivery, "how outputs are served unless a pipeline or an asset chooses: public, or private (signed, expiring URLs) (env SLUICE_DELIVERY)")
 	fs.DurationVar(&c.PrivateURLTTL, "private-url-ttl", c.PrivateURLTTL, "how long signed URLs of private outputs stay valid (env SLUICE_PRIVATE_URL_TTL)")
+	fs.StringVar(&c.S3.Endpoint, "s3-endpoint", c.S3.Endpoint, "S3-compatible endpoint, e.g. https://ACCOUNT.r2.cloudflarestorage.com; empty with --s3-bucket: AWS S3 (env SLUICE_S3_ENDPOINT)")
+	fs.StringVar(&c.S3.Region, "s3-region", c.S3.Region, "S3 signing region; R2 takes auto (env SLUICE_S3_REGION)")
+	fs.StringVar(&c.S3.Bucket, "s3-bucket", c.S3.Bucket, "store objects in this S3 bucket instead of the data dir; credentials from SLUICE_S3_ACCESS_KEY_ID and SLUICE_S3_SECRET_ACCESS_KEY (env SLUICE_S3_BUCKET)")
+	fs.BoolVar(&c.S3.PathStyle, "s3-path-style", c.S3.PathStyle, "bucket in the URL path, as MinIO and versitygw need (env SLUICE_S3_PATH_STYLE)")
+	fs.Int64Var(&c.S3.PartSize, "s3-part-size", c.S3.PartSize, "multipart part size in bytes; every part but the last has it, as R2 requires (env SLUICE_S3_PART_SIZE; default 16 MiB)")
+	fs.BoolVar(&c.S3RawKeys, "s3-events-raw-keys", c.S3RawKeys, "bucket notifications carry keys unencoded (versitygw) (env SLUICE_S3_EVENTS_RAW_KEYS)")
+	fs.StringVar(&c.BucketEventsSubject, "bucket-events-subject", c.BucketEventsSubject, "NATS subject the store publishes bucket notifications on (env SLUICE_BUCKET_EVENTS_SUBJECT)")
+	fs.BoolVar(&c.Upload.ThroughSluice, "uploads-through-sluice", c.Upload.ThroughSluice, "send signed PUTs through Sluice even when the bucket can take them directly (env SLUICE_UPLOADS_THROUGH_SLUICE)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate (chain) file; with --tls-key, serve HTTPS (env SLUICE_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key file for --tls-cert (env SLUICE_TLS_KEY)")
 	fs.DurationVar(&c.Worker.ShutdownGrace, "shutdown-grace", c.Worker.ShutdownGrace, "how long running jobs may finish after SIGTERM (env SLUICE_SHUTDOWN_GRACE)")
@@ -377,14 +415,17 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	if getenv("SLUICE_ACK_WAIT") != "" {
 		c.Worker.Lease = c.Queue.AckWait
 	}
-	str("SLUICE_ADMIN_TOKEN", &c.AdminToken)
-	if f := getenv("SLUICE_ADMIN_TOKEN_FILE"); c.AdminToken == "" && f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("config: SLUICE_ADMIN_TOKEN_FILE: %w", err))
+	secret := func(name string, dst *string) {
+		str(name, dst)
+		if f := getenv(name + "_FILE"); *dst == "" && f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s_FILE: %w", name, err))
+			}
+			*dst = strings.TrimSpace(string(b))
 		}
-		c.AdminToken = strings.TrimSpace(string(b))
 	}
+	secret("SLUICE_ADMIN_TOKEN", &c.AdminToken)
 	if v := getenv("SLUICE_ALLOWED_TYPES"); v != "" {
 		c.Upload.AllowedTypes = splitList(v)
 	}
@@ -399,6 +440,22 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_DELIVERY", &c.Delivery)
 	dur("SLUICE_PRIVATE_URL_TTL", &c.PrivateURLTTL)
 	dur("SLUICE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)
+	secret("SLUICE_DATABASE_URL", &c.DatabaseURL)
+	str("SLUICE_S3_ENDPOINT", &c.S3.Endpoint)
+	str("SLUICE_S3_REGION", &c.S3.Region)
+	str("SLUICE_S3_BUCKET", &c.S3.Bucket)
+	parsed(getenv, &errs, "SLUICE_S3_PATH_STYLE", &c.S3.PathStyle, strconv.ParseBool)
+	num("SLUICE_S3_PART_SIZE", &c.S3.PartSize)
+	str("AWS_ACCESS_KEY_ID", &c.S3.AccessKeyID)
+	secret("AWS_SECRET_ACCESS_KEY", &c.S3.SecretAccessKey)
+	str("SLUICE_S3_ACCESS_KEY_ID", &c.S3.AccessKeyID)
+	secret("SLUICE_S3_SECRET_ACCESS_KEY", &c.S3.SecretAccessKey)
+	parsed(getenv, &errs, "SLUICE_S3_EVENTS_RAW_KEYS", &c.S3RawKeys, strconv.ParseBool)
+	str("SLUICE_BUCKET_EVENTS_SUBJECT", &c.BucketEventsSubject)
+	parsed(getenv, &errs, "SLUICE_UPLOADS_THROUGH_SLUICE", &c.Upload.ThroughSluice, strconv.ParseBool)
+	str("SLUICE_CF_ACCOUNT_ID", &c.R2Queue.AccountID)
+	str("SLUICE_CF_QUEUE_ID", &c.R2Queue.QueueID)
+	secret("SLUICE_CF_API_TOKEN", &c.R2Queue.Token)
 	str("SLUICE_TLS_CERT", &c.TLSCert)
 	str("SLUICE_TLS_KEY", &c.TLSKey)
 	num("SLUICE_QUOTA_BYTES", &c.Quotas.BytesPerDay)

@@ -40,6 +40,8 @@ type Config struct {
 	// PrivateURLTTL is how long the signed output URLs of private assets
 	// stay valid. Default 4h.
 	PrivateURLTTL time.Duration
+	// S3Events decodes bucket notifications posted to /v1/events/s3.
+	S3Events S3EventDecoder
 }
 
 // DeadLetters is what the gateway needs of the queue.
@@ -146,6 +148,7 @@ func (g *Gateway) routes() {
 	m.Handle("POST /v1/keys", g.scopedFunc(admin, g.createKey))
 	m.Handle("GET /v1/keys", g.scopedFunc(admin, g.listKeys))
 	m.Handle("DELETE /v1/keys/{id}", g.scopedFunc(admin, g.revokeKey))
+	m.Handle("POST /v1/events/s3", g.scopedFunc(auth.ScopeEvents, g.bucketEvents))
 	m.Handle("POST /v1/webhooks", g.scopedFunc(read, g.createWebhook))
 	m.Handle("GET /v1/webhooks", g.scopedFunc(read, g.listWebhooks))
 	m.Handle("DELETE /v1/webhooks/{id}", g.scopedFunc(read, g.deleteWebhook))

@@ -415,3 +415,15 @@ func splitHostPort(addr string) (string, int, error) {
 	}
 	return host, port, nil
 }
+
+// SubscribeRaw delivers messages published on subject (plain NATS, such
+// as an S3 server's bucket notifications) to fn, each to one of the
+// processes subscribed with the same group. Delivery is at most once:
+// the reconciler finds uploads whose notification was lost.
+func (q *Queue) SubscribeRaw(subject, group string, fn func(data []byte)) (stop func(), err error) {
+	sub, err := q.nc.QueueSubscribe(subject, group, func(m *nats.Msg) { fn(m.Data) })
+	if err != nil {
+		return nil, fmt.Errorf("queue: subscribe %s: %w", subject, err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/sluice-media/sluice/internal/gateway"
 	"github.com/sluice-media/sluice/internal/ingest"
 	"github.com/sluice-media/sluice/internal/media"
+	"github.com/sluice-media/sluice/internal/notify"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
@@ -90,6 +91,9 @@ type Server struct {
 	ai        *ai.Gateway
 	keys      *auth.Keys
 	hooks     *webhook.Dispatcher
+	// Bucket notifications: a NATS subscription, a Cloudflare Queue.
+	stopBucketEvents func()
+	r2               *notify.Puller
 	// adminToken is the admin key created on this, the first, start.
 	adminToken string
 	tls        bool // serving HTTPS
@@ -200,7 +204,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	}
 	s.variants.Log = log
 	gcfg := gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins, Dev: cfg.Dev, Limits: cfg.Limits,
-		PrivateURLTTL: cfg.PrivateURLTTL}
+		PrivateURLTTL: cfg.PrivateURLTTL, S3Events: gateway.S3EventDecoder{RawKeys: cfg.S3RawKeys}}
 	gw, err := gateway.New(gcfg, gateway.Deps{
 		Store:           s.store,
 		Uploads:         s.uploads,
@@ -234,6 +238,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if err := s.openBucketEvents(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -310,7 +317,15 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Add(4)
+	wg.Add(5)
+	go func() {
+		defer wg.Done()
+		if s.r2 != nil {
+			if err := s.r2.Run(ctx, notify.HandleR2(s.bucketEvent)); err != nil {
+				s.log.Error("R2 event queue: pulling stopped", "err", err)
+			}
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		s.hooks.Run(ctx)
@@ -402,7 +417,61 @@ func (s *Server) openEngines(cfg config.Config, log *slog.Logger) (*media.Engine
 	return e, nil
 }
 
+// openBucketEvents subscribes to the store's own notifications, when
+// configured: S3 events on a NATS subject, R2 events from a Cloudflare
+// Queue. Gateways (and single processes) take them; workers do not.
+func (s *Server) openBucketEvents(cfg config.Config) error {
+	if cfg.Role == config.RoleWorker {
+		return nil
+	}
+	if cfg.BucketEventsSubject != "" {
+		dec := notify.S3Decoder{RawKeys: cfg.S3RawKeys}
+		stop, err := s.queue.SubscribeRaw(cfg.BucketEventsSubject, "sluice-bucket-events", func(data []byte) {
+			evs, err := dec.Decode(data)
+			if err != nil {
+				s.log.Warn("bucket notification on NATS: undecodable", "err", err)
+				return
+			}
+			for _, ev := range evs {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				if err := s.bucketEvent(ctx, ev); err != nil {
+					s.log.Warn("bucket notification on NATS", "key", ev.Key, "err", err)
+				}
+				cancel()
+			}
+		})
+		if err != nil {
+			return err
+		}
+		s.stopBucketEvents = stop
+	}
+	if cfg.R2Queue.QueueID != "" {
+		rcfg := cfg.R2Queue
+		rcfg.Logger = s.log
+		p, err := notify.NewPuller(rcfg, nil)
+		if err != nil {
+			return err
+		}
+		s.r2 = p
+	}
+	return nil
+}
+
+// bucketEvent completes the upload a bucket notification announces.
+// Notifications that can never be taken (another bucket, a refused type)
+// are poison for a queue: retrying them cannot help.
+func (s *Server) bucketEvent(ctx context.Context, ev event.ObjectCreated) error {
+	err := s.uploads.ObjectCreated(ctx, ev)
+	if errors.Is(err, upload.ErrInvalid) || errors.Is(err, upload.ErrUnsupportedType) {
+		return fmt.Errorf("%w: %w", notify.ErrPoison, err)
+	}
+	return err
+}
+
 func (s *Server) close() {
+	if s.stopBucketEvents != nil {
+		s.stopBucketEvents()
+	}
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}

@@ -64,6 +64,9 @@ type Config struct {
 	// AllowedTypes are the content types accepted, judged by sniffing
 	// the first bytes (see TypeAllowed). Default DefaultAllowedTypes.
 	AllowedTypes []string
+	// ThroughSluice makes signed PUTs go through Sluice even when the
+	// bucket can presign URLs for uploads straight into it.
+	ThroughSluice bool
 }
 
 func (c *Config) setDefaults() {
@@ -204,6 +207,9 @@ func (s *Service) Create(ctx context.Context, req wire.UploadRequest, baseURL st
 	if err != nil {
 		return wire.Upload{}, err
 	}
+	if p, ok := s.bucket.(Presigner); ok && !s.cfg.ThroughSluice {
+		return s.presigned(ctx, p, a, req)
+	}
 	c := map[string]string{cSize: strconv.FormatInt(req.Size, 10)}
 	headers := map[string]string{}
 	if req.SHA256 != "" {
@@ -221,6 +227,33 @@ func (s *Service) Create(ctx context.Context, req wire.UploadRequest, baseURL st
 		URL:       baseURL + ContentPath(a.ID) + "?" + q.Encode(),
 		Headers:   headers,
 		ExpiresAt: expires.UTC().Truncate(time.Second),
+	}, nil
+}
+
+// Presigner is a bucket that can sign a URL for one PUT straight into
+// it (an S3-compatible store), so that upload bytes never pass through
+// Sluice.
+type Presigner interface {
+	PresignPut(ctx context.Context, key string, size int64, contentType string, sha256 []byte, expires time.Duration) (url string, headers map[string]string, err error)
+}
+
+// presigned answers an upload request with a URL into the bucket. The
+// store enforces the signed length (and checksum); the bucket's
+// notification (or, failing that, the reconciler) completes the upload.
+// Sniffing happens then, on the stored object: a refused type deletes it.
+func (s *Service) presigned(ctx context.Context, p Presigner, a store.Asset, req wire.UploadRequest) (wire.Upload, error) {
+	var sum []byte
+	if req.SHA256 != "" {
+		sum, _ = hex.DecodeString(req.SHA256)
+	}
+	u, headers, err := p.PresignPut(ctx, a.Key, req.Size, req.ContentType, sum, s.cfg.URLExpiry)
+	if err != nil {
+		return wire.Upload{}, err
+	}
+	delete(headers, "Content-Length") // clients set it from the body
+	return wire.Upload{
+		AssetID: a.ID, Method: http.MethodPut, URL: u, Headers: headers,
+		ExpiresAt: s.now().Add(s.cfg.URLExpiry).UTC().Truncate(time.Second),
 	}, nil
 }
 
