@@ -24,6 +24,7 @@ need_packages() {
   command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
   [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+  command -v curl >/dev/null 2>&1 || missing+=(curl) # a plain S3 client for the direct-upload test
   [ "${#missing[@]}" -eq 0 ] && return 0
   # unique
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -24,6 +24,7 @@ import (
 	"github.com/sluice-media/sluice/internal/config"
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/server"
+	"github.com/sluice-media/sluice/internal/store/postgres/pgtest"
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
@@ -40,7 +41,8 @@ func TestMain(m *testing.M) {
 	// run and child process sends it.
 	os.Setenv("SLUICE_ADMIN_TOKEN", testToken)
 	os.Setenv("SLUICE_API_KEY", testToken)
-	os.Exit(m.Run())
+	// pgtest runs the PostgreSQL server of the scale-out test and stops it.
+	pgtest.Main(m)
 }
 
 var testToken = auth.NewToken()

@@ -1,30 +1,44 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sluice-media/sluice/internal/blob/fileblob"
+	"github.com/sluice-media/sluice/internal/blob/s3blob"
+	"github.com/sluice-media/sluice/internal/blob/s3blob/s3test"
 	"github.com/sluice-media/sluice/internal/client"
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/queue/natstest"
-	"github.com/sluice-media/sluice/internal/store/sqlite"
+	"github.com/sluice-media/sluice/internal/store/postgres"
+	"github.com/sluice-media/sluice/internal/store/postgres/pgtest"
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
-// TestScaleOutWorkerKilled runs Sluice as separate processes, one
-// gateway and three workers, on a 3-node NATS cluster with R3 streams,
-// and kills one worker (SIGKILL) in the middle of the HLS encodes: every
-// asset still ends succeeded, each output stored once.
-func TestScaleOutWorkerKilled(t *testing.T) {
+// TestScaleOut runs Sluice as separate processes, one gateway and three
+// workers, on the engines it scales out on: PostgreSQL, an S3 server
+// (versitygw) and a 3-node NATS cluster with R3 streams. Clips go
+// straight into the bucket with curl, through presigned URLs the gateway
+// made; the S3 server's notifications (on a NATS subject) start their
+// pipelines. One worker is killed (SIGKILL) in the middle of an HLS
+// encode: every asset still ends succeeded, each output stored once.
+func TestScaleOut(t *testing.T) {
 	mediatest.RequireFFmpeg(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is needed (a plain S3 client): bash scripts/deps.sh installs it")
+	}
 	cluster := natstest.StartCluster(t, 3)
-	dataDir := t.TempDir()
+	dsn := pgtest.Start(t)
+	s3 := s3test.StartServer(t, "--event-nats-url", cluster.Nodes[0].URL, "--event-nats-topic", "bucket.events")
+	ctx := t.Context()
+	mustBucket(t, s3, "media")
+
 	pipelines := filepath.Join(t.TempDir(), "hls.yaml")
 	if err := os.WriteFile(pipelines, []byte(`pipelines:
   - name: video
@@ -37,13 +51,17 @@ func TestScaleOutWorkerKilled(t *testing.T) {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"--addr", "127.0.0.1:0", "--data-dir", dataDir, "--nats-url", cluster.URLs(),
-		"--nats-replicas", "3", "--pipelines", pipelines, "--engine", "native", "--ack-wait", "3s"}
-	gw := startProcess(t, nil, append([]string{"gateway"}, common...)...)
+	env := []string{"SLUICE_DATABASE_URL=" + dsn, "SLUICE_S3_ACCESS_KEY_ID=" + s3.AccessKey, "SLUICE_S3_SECRET_ACCESS_KEY=" + s3.SecretKey}
+	common := func() []string {
+		return []string{"--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--nats-url", cluster.URLs(),
+			"--nats-replicas", "3", "--pipelines", pipelines, "--engine", "native", "--ack-wait", "3s",
+			"--s3-endpoint", s3.Endpoint, "--s3-bucket", "media", "--s3-path-style"}
+	}
+	gw := startProcess(t, env, append([]string{"gateway", "--bucket-events-subject", "bucket.events", "--s3-events-raw-keys"}, common()...)...)
 	var workers []*child
 	for range 3 {
-		workers = append(workers, startProcess(t, nil, append([]string{"worker", "--pool", "all",
-			"--concurrency", "1", "--heavy-concurrency", "1"}, common...)...))
+		workers = append(workers, startProcess(t, env, append([]string{"worker", "--pool", "all",
+			"--concurrency", "1", "--heavy-concurrency", "1"}, common()...)...))
 	}
 	// A worker serves only operations, not the API.
 	if resp, err := client.New(workers[0].url, testToken).HTTP.Get(workers[0].url + "/v1/assets"); err == nil {
@@ -53,22 +71,37 @@ func TestScaleOutWorkerKilled(t *testing.T) {
 		}
 	}
 
+	// Upload with curl straight into the bucket.
 	c := client.New(gw.url, testToken)
 	media := t.TempDir()
 	const n = 3
 	var ids []string
-	ctx := t.Context()
 	for i := range n {
 		clip := mediatest.Generate(t, media, fmt.Sprintf("c%d", i), mediatest.Clip{Width: 640, Height: 360, Duration: 12, Video: true, Audio: true})
-		id, err := c.UploadFile(ctx, clip, client.UploadOptions{TusThreshold: 1 << 40})
+		fi, err := os.Stat(clip)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, id)
+		up, err := c.CreateUpload(ctx, wire.UploadRequest{Name: filepath.Base(clip), Size: fi.Size(), ContentType: "video/mp4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(up.URL, s3.Endpoint+"/media/") {
+			t.Fatalf("upload URL %s does not point at the bucket", up.URL)
+		}
+		args := []string{"-sS", "-f", "-X", up.Method, "--data-binary", "@" + clip}
+		for k, v := range up.Headers {
+			args = append(args, "-H", k+": "+v)
+		}
+		if out, err := exec.CommandContext(ctx, "curl", append(args, up.URL)...).CombinedOutput(); err != nil {
+			t.Fatalf("curl PUT to the presigned URL: %v\n%s", err, out)
+		}
+		ids = append(ids, up.AssetID)
 	}
+
 	// Wait until an HLS encode is running, find the worker that holds its
 	// job (the job's lease owner, which each worker logs), and kill it.
-	st, err := sqlite.Open(ctx, filepath.Join(dataDir, "state.db"))
+	st, err := postgres.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,13 +134,15 @@ func TestScaleOutWorkerKilled(t *testing.T) {
 	<-victim.done
 	victim.done <- nil // for the cleanup
 
-	bucket, err := fileblob.Open(filepath.Join(dataDir, "bucket"), "sluice")
+	bucket, err := s3blob.Open(ctx, s3blob.Config{Endpoint: s3.Endpoint, Bucket: "media", AccessKeyID: s3.AccessKey,
+		SecretAccessKey: s3.SecretKey, PathStyle: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bucket.Close()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
 	for _, id := range ids {
-		a, err := c.Wait(ctx, id, 100*time.Millisecond)
+		a, err := c.Wait(wctx, id, 100*time.Millisecond)
 		if err != nil || a.Status != wire.StatusSucceeded {
 			t.Fatalf("asset %s: %s %q (%v); steps %+v", id, a.Status, a.Error, err, a.Steps)
 		}
@@ -140,6 +175,14 @@ func TestScaleOutWorkerKilled(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// mustBucket creates a bucket on an S3 test server with a signed request.
+func mustBucket(t *testing.T, s3 s3test.Server, name string) {
+	t.Helper()
+	if err := s3test.CreateBucket(t.Context(), s3, name); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -53,7 +53,9 @@ var (
 
 type server struct {
 	endpoint, accessKey, secretKey string
-	root                           string // the posix backend's directory
+	root                           string   // the posix backend's directory
+	args                           []string // extra flags, before the backend's
+	cmd                            *exec.Cmd
 }
 
 // Start starts the test binary's S3 server if it is not running yet, and
@@ -145,7 +147,46 @@ func toolsDir() (string, error) {
 	return filepath.Join(cache, "sluice-tools"), nil
 }
 
-func start() (server, error) {
+// Server is a dedicated S3 server, for a test that needs flags of its own.
+type Server struct {
+	Endpoint, AccessKey, SecretKey string
+}
+
+// StartServer starts a server of the test's own with extra versitygw
+// flags (such as --event-nats-url), stopped when t ends. Make buckets
+// on it with any S3 client.
+func StartServer(t testing.TB, args ...string) Server {
+	t.Helper()
+	s, err := startWith(args)
+	if err != nil {
+		t.Fatalf("s3test: %v", err)
+	}
+	t.Cleanup(func() {
+		if s.cmd != nil && s.cmd.Process != nil {
+			_ = s.cmd.Process.Kill()
+		}
+		os.RemoveAll(filepath.Dir(s.root))
+	})
+	return Server{Endpoint: s.endpoint, AccessKey: s.accessKey, SecretKey: s.secretKey}
+}
+
+// CreateBucket creates a bucket on a server StartServer runs.
+func CreateBucket(ctx context.Context, s Server, name string) error {
+	c := s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(s.Endpoint),
+		UsePathStyle: true,
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey}, nil
+		}),
+	})
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &name})
+	return err
+}
+
+func start() (server, error) { return startWith(nil) }
+
+func startWith(args []string) (server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return server{}, err
@@ -162,6 +203,7 @@ func start() (server, error) {
 		accessKey: "sluice" + strings.ToLower(rand.Text()[:8]),
 		secretKey: rand.Text(),
 		root:      filepath.Join(dir, "root"),
+		args:      args,
 	}
 	if err := os.Mkdir(s.root, 0o755); err != nil {
 		return server{}, err
@@ -174,7 +216,7 @@ func start() (server, error) {
 			return server{}, err
 		}
 		s.endpoint = "http://" + addr
-		err = run(bin, addr, s, filepath.Join(dir, "versitygw.log"))
+		s.cmd, err = run(bin, addr, s, filepath.Join(dir, "versitygw.log"))
 		if err == nil || try == 2 {
 			return s, err
 		}
@@ -182,12 +224,13 @@ func start() (server, error) {
 }
 
 // run starts versitygw on addr and waits until it answers.
-func run(bin, addr string, s server, logPath string) error {
+func run(bin, addr string, s server, logPath string) (*exec.Cmd, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cmd := exec.Command(bin, "--access", s.accessKey, "--secret", s.secretKey, "--port", addr, "--quiet", "posix", s.root)
+	args := append([]string{"--access", s.accessKey, "--secret", s.secretKey, "--port", addr, "--quiet"}, s.args...)
+	cmd := exec.Command(bin, append(args, "posix", s.root)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"HOME=" + filepath.Dir(s.root)} // none of the caller's VGW_ settings
 	dieWithParent(cmd)
@@ -209,7 +252,7 @@ func run(bin, addr string, s server, logPath string) error {
 	}()
 	if err := <-started; err != nil {
 		logf.Close()
-		return fmt.Errorf("starting %s: %w", bin, err)
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
 
 	deadline := time.Now().Add(readyAfter)
@@ -217,19 +260,19 @@ func run(bin, addr string, s server, logPath string) error {
 		select {
 		case err := <-exited:
 			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("versitygw exited before it answered on %s (%v):\n%s", addr, err, tail(log))
+			return nil, fmt.Errorf("versitygw exited before it answered on %s (%v):\n%s", addr, err, tail(log))
 		default:
 		}
 		// Any HTTP answer, such as AccessDenied, shows it is serving.
 		resp, err := http.Get("http://" + addr + "/")
 		if err == nil {
 			resp.Body.Close()
-			return nil
+			return cmd, nil
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("versitygw did not answer on %s within %v:\n%s", addr, readyAfter, tail(log))
+			return nil, fmt.Errorf("versitygw did not answer on %s within %v:\n%s", addr, readyAfter, tail(log))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
