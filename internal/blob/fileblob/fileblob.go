@@ -29,12 +29,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/maphash"
 	"io"
 	"io/fs"
 	"math"
-	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -57,8 +55,7 @@ const (
 	// a crash: far longer than any live write stays idle.
 	staleTemp = 24 * time.Hour
 
-	copyBuf  = 256 << 10
-	sniffLen = 512 // all that http.DetectContentType looks at
+	copyBuf = 256 << 10
 )
 
 var (
@@ -180,11 +177,11 @@ func (b *Bucket) stage(ctx context.Context, r io.Reader, opts blob.PutOptions) (
 		return staged{}, err
 	}
 	st, err := func() (staged, error) {
-		d := newDigest(opts)
+		d := blob.NewDigest(opts)
 		if _, err := io.CopyBuffer(io.MultiWriter(f, d), limit(ctx, r, opts.Size), make([]byte, copyBuf)); err != nil {
 			return staged{}, err
 		}
-		if err := d.verify(opts); err != nil {
+		if err := d.Verify(opts); err != nil {
 			return staged{}, err
 		}
 		if err := ctx.Err(); err != nil {
@@ -197,7 +194,7 @@ func (b *Bucket) stage(ctx context.Context, r io.Reader, opts blob.PutOptions) (
 		if err != nil {
 			return staged{}, err
 		}
-		return staged{name: name, info: fi, etag: d.etag(), contentType: d.contentType(opts.ContentType)}, nil
+		return staged{name: name, info: fi, etag: d.ETag(), contentType: d.ContentType(opts.ContentType)}, nil
 	}()
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -546,10 +543,10 @@ func (b *Bucket) importRename(ctx context.Context, key, src string, opts blob.Pu
 	if err != nil {
 		return blob.Attrs{}, err
 	}
-	d := newDigest(opts)
+	d := blob.NewDigest(opts)
 	_, err = io.CopyBuffer(d, limit(ctx, f, opts.Size), make([]byte, copyBuf))
 	if err == nil {
-		err = d.verify(opts)
+		err = d.Verify(opts)
 	}
 	if err == nil {
 		// The file becomes the object as it is; make it as durable as a
@@ -579,7 +576,7 @@ func (b *Bucket) importRename(ctx context.Context, key, src string, opts blob.Pu
 	}
 	var a blob.Attrs
 	if err == nil {
-		a, err = b.commit(ctx, key, staged{name: tmp, info: moved, etag: d.etag(), contentType: d.contentType(opts.ContentType)})
+		a, err = b.commit(ctx, key, staged{name: tmp, info: moved, etag: d.ETag(), contentType: d.ContentType(opts.ContentType)})
 	}
 	if err != nil {
 		// The caller still owns the file when Import fails.
@@ -752,13 +749,13 @@ func (b *Bucket) writeMeta(a blob.Attrs, fi fs.FileInfo) {
 // rebuild computes the attributes of the open object file f from its
 // content and records them, unless the file was replaced meanwhile.
 func (b *Bucket) rebuild(ctx context.Context, key string, f *os.File, fi fs.FileInfo) (blob.Attrs, error) {
-	d := newDigest(blob.PutOptions{})
+	d := blob.NewDigest(blob.PutOptions{})
 	// A SectionReader leaves f's offset at 0 for the caller.
 	if _, err := io.CopyBuffer(d, limit(ctx, io.NewSectionReader(f, 0, fi.Size()), -1), make([]byte, copyBuf)); err != nil {
 		return blob.Attrs{}, err
 	}
-	a := blob.Attrs{Key: key, Size: fi.Size(), ContentType: d.contentType(""), ETag: d.etag(), ModTime: fi.ModTime()}
-	if d.n != fi.Size() {
+	a := blob.Attrs{Key: key, Size: fi.Size(), ContentType: d.ContentType(""), ETag: d.ETag(), ModTime: fi.ModTime()}
+	if d.Size() != fi.Size() {
 		return a, nil // changed in place while we read it
 	}
 	mu := b.lock(key)
@@ -772,58 +769,6 @@ func (b *Bucket) rebuild(ctx context.Context, key string, f *os.File, fi fs.File
 
 func sameVersion(a, b fs.FileInfo) bool {
 	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
-}
-
-// digest hashes a stream as it is written, and keeps its length and first
-// bytes.
-type digest struct {
-	md5  hash.Hash
-	sha  hash.Hash // nil unless a SHA-256 is to be checked
-	head []byte
-	n    int64
-}
-
-func newDigest(opts blob.PutOptions) *digest {
-	d := &digest{md5: md5.New(), head: make([]byte, 0, sniffLen)}
-	if len(opts.SHA256) > 0 {
-		d.sha = sha256.New()
-	}
-	return d
-}
-
-func (d *digest) Write(p []byte) (int, error) {
-	d.md5.Write(p)
-	if d.sha != nil {
-		d.sha.Write(p)
-	}
-	if len(d.head) < sniffLen {
-		d.head = append(d.head, p[:min(len(p), sniffLen-len(d.head))]...)
-	}
-	d.n += int64(len(p))
-	return len(p), nil
-}
-
-func (d *digest) verify(opts blob.PutOptions) error {
-	switch {
-	case opts.Size >= 0 && d.n > opts.Size:
-		return fmt.Errorf("%w: more than the %d bytes declared", blob.ErrSizeMismatch, opts.Size)
-	case opts.Size >= 0 && d.n < opts.Size:
-		return fmt.Errorf("%w: got %d bytes, declared %d", blob.ErrSizeMismatch, d.n, opts.Size)
-	case d.sha != nil:
-		if sum := d.sha.Sum(nil); string(sum) != string(opts.SHA256) {
-			return fmt.Errorf("%w: sha256 is %x, want %x", blob.ErrChecksumMismatch, sum, opts.SHA256)
-		}
-	}
-	return nil
-}
-
-func (d *digest) etag() string { return hex.EncodeToString(d.md5.Sum(nil)) }
-
-func (d *digest) contentType(given string) string {
-	if given != "" {
-		return given
-	}
-	return http.DetectContentType(d.head)
 }
 
 // limit makes r stop at ctx's cancellation and, when size is known, after

@@ -6,12 +6,9 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"math"
 	"net/http"
@@ -33,8 +30,7 @@ import (
 )
 
 const (
-	sniffLen = 512 // all that http.DetectContentType looks at
-	readBuf  = 64 << 10
+	readBuf = 64 << 10
 
 	// cleanupTimeout bounds the requests that undo a failed write, which
 	// run even when the write's context is cancelled.
@@ -111,7 +107,7 @@ func (b *Bucket) put(ctx context.Context, key string, r io.Reader, opts blob.Put
 		return blob.Attrs{}, err
 	}
 	src := bufio.NewReaderSize(limit(ctx, r, opts.Size), readBuf)
-	d := newDigest(opts)
+	d := blob.NewDigest(opts)
 	if opts.Size > 0 && opts.Size <= partSize {
 		return b.putStream(ctx, key, src, d, opts)
 	}
@@ -145,10 +141,10 @@ func (b *Bucket) partSizeFor(size int64) (int64, error) {
 }
 
 // putStream sends a write of known size as one streamed PUT.
-func (b *Bucket) putStream(ctx context.Context, key string, src *bufio.Reader, d *digest, opts blob.PutOptions) (blob.Attrs, error) {
+func (b *Bucket) putStream(ctx context.Context, key string, src *bufio.Reader, d *blob.Digest, opts blob.PutOptions) (blob.Attrs, error) {
 	contentType := opts.ContentType
 	if contentType == "" {
-		head, err := src.Peek(sniffLen)
+		head, err := src.Peek(blob.SniffLen)
 		if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 			return blob.Attrs{}, err
 		}
@@ -174,10 +170,10 @@ func (b *Bucket) putStream(ctx context.Context, key string, src *bufio.Reader, d
 	if err != nil {
 		return blob.Attrs{}, b.writeErr(ctx, err)
 	}
-	if etag := strings.Trim(aws.ToString(out.ETag), `"`); !strings.EqualFold(etag, d.etag()) {
-		return blob.Attrs{}, fmt.Errorf("stored, but the server's ETag %q is not the content's MD5 %s: buckets with SSE-KMS or SSE-C cannot be used", etag, d.etag())
+	if etag := strings.Trim(aws.ToString(out.ETag), `"`); !strings.EqualFold(etag, d.ETag()) {
+		return blob.Attrs{}, fmt.Errorf("stored, but the server's ETag %q is not the content's MD5 %s: buckets with SSE-KMS or SSE-C cannot be used", etag, d.ETag())
 	}
-	return blob.Attrs{Key: key, Size: d.n, ContentType: contentType, ETag: d.etag(), ModTime: serverTime(out.ResultMetadata)}, nil
+	return blob.Attrs{Key: key, Size: d.Size(), ContentType: contentType, ETag: d.ETag(), ModTime: serverTime(out.ResultMetadata)}, nil
 }
 
 // streaming adapts a PutObject or UploadPart whose body can be read only
@@ -200,7 +196,7 @@ type checkedBody struct {
 	mu   sync.Mutex
 	src  *bufio.Reader
 	left int64
-	d    *digest
+	d    *blob.Digest
 	opts blob.PutOptions
 	err  error
 	done bool
@@ -231,14 +227,14 @@ func (c *checkedBody) Read(p []byte) (int, error) {
 			}
 			c.err = err
 		} else {
-			c.err = c.d.verify(c.opts)
+			c.err = c.d.Verify(c.opts)
 		}
 		if c.err != nil {
 			return 0, c.err
 		}
 		return n, io.EOF
 	case err == io.EOF:
-		c.err = c.d.verify(c.opts)
+		c.err = c.d.Verify(c.opts)
 		return 0, c.err
 	case err != nil:
 		c.err = err
@@ -257,19 +253,19 @@ func (c *checkedBody) finish() error {
 }
 
 // putBuffered writes a whole, already checked, content in one PUT.
-func (b *Bucket) putBuffered(ctx context.Context, key string, data []byte, d *digest, opts blob.PutOptions) (blob.Attrs, error) {
-	if err := d.verify(opts); err != nil {
+func (b *Bucket) putBuffered(ctx context.Context, key string, data []byte, d *blob.Digest, opts blob.PutOptions) (blob.Attrs, error) {
+	if err := d.Verify(opts); err != nil {
 		return blob.Attrs{}, err
 	}
-	contentType := d.contentType(opts.ContentType)
+	contentType := d.ContentType(opts.ContentType)
 	in := &s3.PutObjectInput{
 		Bucket:        &b.name,
 		Key:           &key,
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 		ContentType:   &contentType,
-		ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(d.md5.Sum(nil))),
-		Metadata:      map[string]string{metaMD5: d.etag()},
+		ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(d.MD5())),
+		Metadata:      map[string]string{metaMD5: d.ETag()},
 	}
 	if opts.SHA256 != nil {
 		in.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(opts.SHA256))
@@ -278,13 +274,13 @@ func (b *Bucket) putBuffered(ctx context.Context, key string, data []byte, d *di
 	if err != nil {
 		return blob.Attrs{}, b.writeErr(ctx, err)
 	}
-	return blob.Attrs{Key: key, Size: d.n, ContentType: contentType, ETag: d.etag(), ModTime: serverTime(out.ResultMetadata)}, nil
+	return blob.Attrs{Key: key, Size: d.Size(), ContentType: contentType, ETag: d.ETag(), ModTime: serverTime(out.ResultMetadata)}, nil
 }
 
 // putMultipart uploads src, whose first part is read already, in parts of
 // that size to a temporary key, checks it, and copies it onto key.
-func (b *Bucket) putMultipart(ctx context.Context, key string, src *bufio.Reader, part []byte, d *digest, opts blob.PutOptions) (blob.Attrs, error) {
-	contentType := d.contentType(opts.ContentType)
+func (b *Bucket) putMultipart(ctx context.Context, key string, src *bufio.Reader, part []byte, d *blob.Digest, opts blob.PutOptions) (blob.Attrs, error) {
+	contentType := d.ContentType(opts.ContentType)
 	tmp := tmpPrefix + "put-" + rand.Text()
 	up, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &b.name, Key: &tmp, ContentType: &contentType})
 	if err != nil {
@@ -326,7 +322,7 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, src *bufio.Reader
 		}
 		d.Write(part)
 	}
-	if err := d.verify(opts); err != nil {
+	if err := d.Verify(opts); err != nil {
 		return blob.Attrs{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -345,11 +341,11 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, src *bufio.Reader
 		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.name, Key: &tmp})
 		return err
 	})
-	mod, err := b.copyIn(ctx, tmp, key, d.n, partSize, contentType, d.etag())
+	mod, err := b.copyIn(ctx, tmp, key, d.Size(), partSize, contentType, d.ETag())
 	if err != nil {
 		return blob.Attrs{}, b.writeErr(ctx, err)
 	}
-	return blob.Attrs{Key: key, Size: d.n, ContentType: contentType, ETag: d.etag(), ModTime: mod}, nil
+	return blob.Attrs{Key: key, Size: d.Size(), ContentType: contentType, ETag: d.ETag(), ModTime: mod}, nil
 }
 
 // copyIn copies the completed temporary object tmp onto key with its
@@ -515,55 +511,3 @@ func limit(ctx context.Context, r io.Reader, size int64) io.Reader {
 type readFunc func([]byte) (int, error)
 
 func (f readFunc) Read(p []byte) (int, error) { return f(p) }
-
-// digest hashes a stream as it is written, and keeps its length and first
-// bytes.
-type digest struct {
-	md5  hash.Hash
-	sha  hash.Hash // nil unless a SHA-256 is to be checked
-	head []byte
-	n    int64
-}
-
-func newDigest(opts blob.PutOptions) *digest {
-	d := &digest{md5: md5.New(), head: make([]byte, 0, sniffLen)}
-	if len(opts.SHA256) > 0 {
-		d.sha = sha256.New()
-	}
-	return d
-}
-
-func (d *digest) Write(p []byte) (int, error) {
-	d.md5.Write(p)
-	if d.sha != nil {
-		d.sha.Write(p)
-	}
-	if len(d.head) < sniffLen {
-		d.head = append(d.head, p[:min(len(p), sniffLen-len(d.head))]...)
-	}
-	d.n += int64(len(p))
-	return len(p), nil
-}
-
-func (d *digest) verify(opts blob.PutOptions) error {
-	switch {
-	case opts.Size >= 0 && d.n > opts.Size:
-		return fmt.Errorf("%w: more than the %d bytes declared", blob.ErrSizeMismatch, opts.Size)
-	case opts.Size >= 0 && d.n < opts.Size:
-		return fmt.Errorf("%w: got %d bytes, declared %d", blob.ErrSizeMismatch, d.n, opts.Size)
-	case d.sha != nil:
-		if sum := d.sha.Sum(nil); string(sum) != string(opts.SHA256) {
-			return fmt.Errorf("%w: sha256 is %x, want %x", blob.ErrChecksumMismatch, sum, opts.SHA256)
-		}
-	}
-	return nil
-}
-
-func (d *digest) etag() string { return hex.EncodeToString(d.md5.Sum(nil)) }
-
-func (d *digest) contentType(given string) string {
-	if given != "" {
-		return given
-	}
-	return http.DetectContentType(d.head)
-}
