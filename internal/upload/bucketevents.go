@@ -37,8 +37,8 @@ func (s *Service) ObjectCreated(ctx context.Context, ev event.ObjectCreated) err
 	if err := blob.ValidateKey(ev.Key); err != nil {
 		return fmt.Errorf("%w: key %q", ErrInvalid, ev.Key)
 	}
-	if strings.HasPrefix(ev.Key, "assets/") {
-		return nil // Sluice's own outputs
+	if strings.HasPrefix(ev.Key, "assets/") || strings.HasPrefix(ev.Key, tusPrefix) {
+		return nil // Sluice's own outputs, tusd's bookkeeping
 	}
 	attrs, err := s.bucket.Stat(ctx, ev.Key)
 	if errors.Is(err, blob.ErrNotFound) {

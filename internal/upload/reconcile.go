@@ -78,7 +78,7 @@ func (s *Service) completeOrExpire(ctx context.Context, st *ReconcileStats) erro
 		return err
 	}
 	for _, a := range waiting {
-		if s.tusInProgress(a.ID) {
+		if s.tusInProgress(ctx, a.ID) {
 			continue
 		}
 		attrs, err := s.bucket.Stat(ctx, a.Key)
@@ -100,7 +100,13 @@ func (s *Service) completeOrExpire(ctx context.Context, st *ReconcileStats) erro
 	return nil
 }
 
-func (s *Service) tusInProgress(id string) bool {
+// tusInProgress reports whether the asset has a resumable upload under
+// way: its tusd info, in the tus dir or (S3) under tus/ in the bucket.
+func (s *Service) tusInProgress(ctx context.Context, id string) bool {
+	if s.tusS3 {
+		objs, err := s.bucket.List(ctx, tusPrefix+id+"+")
+		return err != nil || len(objs) > 0 // unsure: leave it be
+	}
 	if s.cfg.TusDir == "" {
 		return false
 	}

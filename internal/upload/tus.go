@@ -13,8 +13,10 @@ import (
 	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
+	"github.com/tus/tusd/v2/pkg/s3store"
 	xslog "golang.org/x/exp/slog"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/uuid"
 
 	"github.com/sluice-media/sluice/internal/auth"
@@ -35,9 +37,21 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 	if err := os.MkdirAll(s.cfg.TusDir, 0o750); err != nil {
 		return nil, err
 	}
-	store := filestore.New(s.cfg.TusDir)
 	composer := tusd.NewStoreComposer()
-	store.UseIn(composer)
+	if b, ok := s.bucket.(s3Bucket); ok {
+		// Parts go straight to the bucket as a multipart upload of the
+		// asset's key, all of one size (R2 refuses others); tusd's own
+		// .info and .part objects live under tus/. Locks are this
+		// process's: route a tus upload's requests to one gateway.
+		st := s3store.New(b.Name(), b.Client())
+		st.ObjectPrefix = "uploads/"
+		st.MetadataObjectPrefix = tusPrefix
+		st.MinPartSize, st.PreferredPartSize = b.PartSize(), b.PartSize()
+		st.UseIn(composer)
+		s.tusS3 = true
+	} else {
+		filestore.New(s.cfg.TusDir).UseIn(composer)
+	}
 	filelocker.New(s.cfg.TusDir).UseIn(composer)
 
 	h, err := tusd.NewHandler(tusd.Config{
@@ -56,6 +70,23 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 		return nil, fmt.Errorf("upload: tus handler: %w", err)
 	}
 	return s.withPrincipal(s.withExpiration(h)), nil
+}
+
+// tusPrefix is where tusd's S3 store keeps its own objects.
+const tusPrefix = "tus/"
+
+// s3Bucket is an S3 bucket that tusd's S3 store can write to.
+type s3Bucket interface {
+	Name() string
+	Client() *s3.Client
+	PartSize() int64
+}
+
+// tusAsset is the asset id of a tus upload id: the S3 store appends its
+// multipart upload id after a "+".
+func tusAsset(id string) string {
+	a, _, _ := strings.Cut(id, "+")
+	return a
 }
 
 // principalHeader carries, from the request to tusd's hooks, a reference
@@ -142,9 +173,25 @@ func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
 		s.metrics.Uploads.WithLabelValues("tus", "error").Inc()
 		return tusd.HTTPResponse{}, tusd.NewError("ERR_INTERNAL", "could not store the upload", http.StatusInternalServerError)
 	}
-	a, err := s.store.GetAsset(ctx, info.ID)
+	a, err := s.store.GetAsset(ctx, tusAsset(info.ID))
 	if err != nil {
 		return fail(err)
+	}
+	if s.tusS3 {
+		// The object is in place already; complete sniffs it (and
+		// deletes a refused one).
+		attrs, err := s.bucket.Stat(ctx, a.Key)
+		if err != nil {
+			return fail(err)
+		}
+		if err := s.complete(ctx, a, attrs, event.ActionCompleteMultipartUpload, "tus"); err != nil {
+			if errors.Is(err, ErrUnsupportedType) {
+				s.metrics.Uploads.WithLabelValues("tus", "rejected").Inc()
+				return tusd.HTTPResponse{}, tusd.NewError("ERR_UNSUPPORTED_TYPE", err.Error(), http.StatusUnsupportedMediaType)
+			}
+			return fail(err)
+		}
+		return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Sluice-Asset-Id": a.ID}}, nil
 	}
 	if err := s.checkFile(info.Storage["Path"]); err != nil {
 		if !errors.Is(err, ErrUnsupportedType) {
@@ -188,7 +235,7 @@ func (s *Service) checkFile(path string) error {
 
 // tusTerminate fails the asset of an upload its client cancelled.
 func (s *Service) tusTerminate(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
-	err := s.store.SetAssetStatus(hook.Context, hook.Upload.ID, store.StatusFailed, "upload cancelled by the client")
+	err := s.store.SetAssetStatus(hook.Context, tusAsset(hook.Upload.ID), store.StatusFailed, "upload cancelled by the client")
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return tusd.HTTPResponse{}, err
 	}
@@ -225,7 +272,8 @@ func (w *expiringWriter) WriteHeader(code int) {
 		if w.r.Method == http.MethodPost {
 			id = path.Base(hdr.Get("Location"))
 		}
-		if (w.r.Method == http.MethodPost || w.r.Method == http.MethodPatch) && code < 300 && w.s.tusInProgress(id) {
+		id = tusAsset(id)
+		if (w.r.Method == http.MethodPost || w.r.Method == http.MethodPatch) && code < 300 && w.s.tusInProgress(w.r.Context(), id) {
 			hdr.Set("Upload-Expires", w.s.now().Add(w.s.cfg.TusExpiry).UTC().Format(http.TimeFormat))
 		}
 	}

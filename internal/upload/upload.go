@@ -137,6 +137,7 @@ type Service struct {
 	principals sync.Map
 
 	// URL ingest (fetch.go): nil fetcher when not enabled.
+	tusS3      bool // resumable uploads go straight to an S3 bucket
 	fetcher    Fetcher
 	fetchSem   chan struct{}
 	fetches    sync.WaitGroup

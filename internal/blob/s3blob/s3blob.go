@@ -408,3 +408,10 @@ func quote(key string) string {
 	}
 	return fmt.Sprintf("%q", key)
 }
+
+// Client is the S3 client, for code that speaks S3 itself to the same
+// bucket (tusd's S3 store for resumable uploads).
+func (b *Bucket) Client() *s3.Client { return b.client }
+
+// PartSize is the size of every multipart part but the last.
+func (b *Bucket) PartSize() int64 { return b.partSize }
