@@ -28,6 +28,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
   go test -run '^$' -bench 'Gateway' -benchtime 5000x ./internal/ai
   go test -run '^$' -bench 'EdgePolicy' -benchtime 3000x ./internal/server
   go test -run '^$' -bench 'Allow' -benchtime 1s ./internal/ratelimit
+  go test -run '^$' -bench 'ScaleOut' -benchtime 1x -count 2 ./cmd/sluice
   go test -run '^$' -bench 'WasmColdStart' -benchtime 3x -timeout 60m ./internal/media
   # In its own process: a child's peak RSS starts from its parent's at fork.
   go test -run '^$' -bench 'EdgeRecipe' -benchtime 3x -timeout 60m ./internal/media
