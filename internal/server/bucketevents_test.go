@@ -15,6 +15,8 @@ import (
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/mediatest"
+	"github.com/sluice-media/sluice/internal/notify"
+	"github.com/sluice-media/sluice/internal/notify/cfqueuetest"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/wire"
 )
@@ -105,5 +107,58 @@ func TestBucketNotifications(t *testing.T) {
 	}
 	if a := got["inbox/first clip.mp4"]; a.Name != "first clip.mp4" || a.ContentType != "video/mp4" {
 		t.Errorf("asset of the first object: %+v", a)
+	}
+}
+
+// TestR2EventQueue pulls R2 event notifications from a Cloudflare Queue
+// (a fake that follows the documented pull-consumer API) and processes
+// the objects they announce; deletions are acknowledged and ignored.
+func TestR2EventQueue(t *testing.T) {
+	q := cfqueuetest.New(t, cfqueuetest.Options{})
+	cfg := testConfig(t)
+	cfg.R2Queue = notify.Config{AccountID: q.Options().AccountID, QueueID: q.Options().QueueID,
+		Token: q.Options().Token, BaseURL: q.BaseURL(), PollInterval: 50 * time.Millisecond}
+	h := start(t, cfg)
+	ctx := ctxT(t, time.Minute)
+	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Duration: 1, Video: true})
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := h.bucket.Put(ctx, "camera/r2 clip.mp4", bytes.NewReader(data), blob.PutOptions{Size: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := func(action string) map[string]any {
+		return map[string]any{"account": q.Options().AccountID, "action": action, "bucket": BucketName,
+			"object": map[string]any{"key": attrs.Key, "size": attrs.Size, "eTag": attrs.ETag},
+			"eventTime": time.Now().UTC().Format(time.RFC3339)}
+	}
+	put := q.SendJSON(r2("PutObject"))
+	del := q.SendJSON(r2("DeleteObject"))
+	if err := q.Wait(ctx, func() bool {
+		return q.Message(put).State == cfqueuetest.Acked && q.Message(del).State == cfqueuetest.Acked
+	}); err != nil {
+		t.Fatalf("messages not acknowledged: %v (%+v, %+v)", err, q.Message(put), q.Message(del))
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		page, err := h.store.ListAssets(ctx, store.ListOptions{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Assets) > 1 {
+			t.Fatalf("%d assets for one object", len(page.Assets))
+		}
+		if len(page.Assets) == 1 && page.Assets[0].Status == store.StatusSucceeded {
+			if a := page.Assets[0]; a.Key != attrs.Key || a.Name != "r2 clip.mp4" {
+				t.Errorf("asset: %+v", a)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no succeeded asset from the R2 event: %+v", page.Assets)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
