@@ -131,7 +131,7 @@ func TestR2EventQueue(t *testing.T) {
 	}
 	r2 := func(action string) map[string]any {
 		return map[string]any{"account": q.Options().AccountID, "action": action, "bucket": BucketName,
-			"object": map[string]any{"key": attrs.Key, "size": attrs.Size, "eTag": attrs.ETag},
+			"object":    map[string]any{"key": attrs.Key, "size": attrs.Size, "eTag": attrs.ETag},
 			"eventTime": time.Now().UTC().Format(time.RFC3339)}
 	}
 	put := q.SendJSON(r2("PutObject"))
