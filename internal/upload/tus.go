@@ -43,7 +43,7 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 		// asset's key, all of one size (R2 refuses others); tusd's own
 		// .info and .part objects live under tus/. Locks are this
 		// process's: route a tus upload's requests to one gateway.
-		st := s3store.New(b.Name(), b.Client())
+		st := s3store.New(b.Name(), detachedS3{b.Client()})
 		st.ObjectPrefix = "uploads/"
 		st.MetadataObjectPrefix = tusPrefix
 		st.MinPartSize, st.PreferredPartSize = b.PartSize(), b.PartSize()
