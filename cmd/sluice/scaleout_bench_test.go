@@ -46,7 +46,8 @@ func scaleOutRun(b *testing.B, workers int, clips, one []string) (rate, p50, p99
 	cluster := natstest.StartCluster(b, 1)
 	dataDir := b.TempDir()
 	common := []string{"--addr", "127.0.0.1:0", "--data-dir", dataDir, "--nats-url", cluster.URLs(),
-		"--pipelines", mediatest.LightPipeline(b, 160), "--engine", "native"}
+		"--pipelines", mediatest.LightPipeline(b, 160), "--engine", "native",
+		"--key-rate", "0", "--ip-rate", "0"} // the benchmark polls fast
 	gw := startProcess(b, nil, append([]string{"gateway"}, common...)...)
 	for range workers {
 		w := startProcess(b, nil, append([]string{"worker", "--concurrency", "2"}, common...)...)
