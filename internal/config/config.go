@@ -24,6 +24,7 @@ import (
 	"github.com/sluice-media/sluice/internal/notify"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
+	"github.com/sluice-media/sluice/internal/telemetry"
 	"github.com/sluice-media/sluice/internal/upload"
 	"github.com/sluice-media/sluice/internal/webhook"
 	"github.com/sluice-media/sluice/internal/worker"
@@ -127,6 +128,12 @@ type Config struct {
 	// R2Queue, when its QueueID is set, pulls R2 event notifications
 	// from a Cloudflare Queue. From the environment only.
 	R2Queue notify.Config
+	// OTLPEndpoint, when set, exports traces with OTLP over HTTP (e.g.
+	// http://otel-collector:4318): one trace per upload, through its
+	// event and every step of its job.
+	OTLPEndpoint string
+	// Tracing, when set, is used instead of OTLPEndpoint (tests).
+	Tracing *telemetry.Tracing `json:"-"`
 	// AdminToken is the token of the first admin key, created on first
 	// start when the store has no keys; empty: a random one, printed
 	// once. Only from the environment (SLUICE_ADMIN_TOKEN or the file
@@ -348,6 +355,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.S3RawKeys, "s3-events-raw-keys", c.S3RawKeys, "bucket notifications carry keys unencoded (versitygw) (env SLUICE_S3_EVENTS_RAW_KEYS)")
 	fs.StringVar(&c.BucketEventsSubject, "bucket-events-subject", c.BucketEventsSubject, "NATS subject the store publishes bucket notifications on (env SLUICE_BUCKET_EVENTS_SUBJECT)")
 	fs.BoolVar(&c.Upload.ThroughSluice, "uploads-through-sluice", c.Upload.ThroughSluice, "send signed PUTs through Sluice even when the bucket can take them directly (env SLUICE_UPLOADS_THROUGH_SLUICE)")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", c.OTLPEndpoint, "OpenTelemetry collector to send traces to, OTLP over HTTP, e.g. http://otel-collector:4318; empty: no tracing (env SLUICE_OTLP_ENDPOINT)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate (chain) file; with --tls-key, serve HTTPS (env SLUICE_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key file for --tls-cert (env SLUICE_TLS_KEY)")
 	fs.DurationVar(&c.Worker.ShutdownGrace, "shutdown-grace", c.Worker.ShutdownGrace, "how long running jobs may finish after SIGTERM (env SLUICE_SHUTDOWN_GRACE)")
@@ -437,6 +445,7 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	// it has no flag.
 	parsed(getenv, &errs, "SLUICE_WEBHOOK_ALLOW_PRIVATE", &c.WebhookAllowPrivate, strconv.ParseBool)
 	parsed(getenv, &errs, "SLUICE_INGEST_ALLOW_PRIVATE", &c.Ingest.AllowPrivate, strconv.ParseBool)
+	str("SLUICE_OTLP_ENDPOINT", &c.OTLPEndpoint)
 	str("SLUICE_DELIVERY", &c.Delivery)
 	dur("SLUICE_PRIVATE_URL_TTL", &c.PrivateURLTTL)
 	dur("SLUICE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)

@@ -7,6 +7,7 @@ package gateway
 
 import (
 	"context"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -74,6 +75,8 @@ type Deps struct {
 	CheckWebhookURL func(ctx context.Context, rawURL string) error
 	Metrics         *telemetry.Metrics
 	Log             *slog.Logger
+	// Tracer traces requests (nil: no tracing).
+	Tracer trace.Tracer
 	// Ready lists checks /readyz runs.
 	Ready map[string]Checker
 }
@@ -85,6 +88,7 @@ type Gateway struct {
 	mux    *http.ServeMux
 	tus    http.Handler
 	limits *limits
+	tracer trace.Tracer
 }
 
 // New builds the gateway's routes.
@@ -100,7 +104,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, deps: deps, mux: http.NewServeMux(), limits: lim}
+	g := &Gateway{cfg: cfg, deps: deps, mux: http.NewServeMux(), limits: lim, tracer: deps.Tracer}
+	if g.tracer == nil {
+		g.tracer = telemetry.NoTracing().Tracer
+	}
 	tus, err := deps.Uploads.TusHandler(TusPath)
 	if err != nil {
 		return nil, err

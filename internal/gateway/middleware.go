@@ -1,10 +1,16 @@
 package gateway
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/sluice-media/sluice/internal/telemetry"
 	"io"
 	"net/http"
 	"slices"
@@ -32,7 +38,12 @@ func (g *Gateway) middleware(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-Id", id)
 		securityHeaders(w.Header())
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+		// A span per request, in the caller's trace when it sent one.
+		ctx := telemetry.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := g.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("sluice.request_id", id)))
+		defer span.End()
+		r = r.WithContext(context.WithValue(ctx, requestIDKey, id))
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, rc: http.NewResponseController(w)}
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &idleReader{ReadCloser: r.Body, rc: sw.rc}
@@ -51,6 +62,11 @@ func (g *Gateway) middleware(next http.Handler) http.Handler {
 			route := r.Pattern
 			if route == "" {
 				route = "unmatched"
+			}
+			span.SetName(route)
+			span.SetAttributes(attribute.Int("http.response.status_code", sw.code))
+			if sw.code >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(sw.code))
 			}
 			g.deps.Metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
 			g.deps.Metrics.HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/propagation"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-media/sluice/internal/event"
+	"github.com/sluice-media/sluice/internal/telemetry"
 )
 
 // Delivery is one delivery of an event to a worker. The handler must end
@@ -23,6 +25,9 @@ type Delivery struct {
 	Last bool
 	// Seq is the event's sequence in the stream.
 	Seq uint64
+	// Trace carries the trace context the event was published with (none
+	// when it was published untraced): handlers start their spans in it.
+	Trace context.Context
 
 	msg jetstream.Msg
 	q   *Queue
@@ -150,6 +155,7 @@ func (q *Queue) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 		return
 	}
 	d := &Delivery{
+		Trace:   telemetry.Propagator.Extract(context.Background(), propagation.HeaderCarrier(msg.Headers())),
 		Attempt: int(meta.NumDelivered),
 		Last:    int(meta.NumDelivered) >= q.cfg.MaxDeliver,
 		Seq:     meta.Sequence.Stream,

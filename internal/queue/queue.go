@@ -21,8 +21,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/sluice-media/sluice/internal/event"
+	"github.com/sluice-media/sluice/internal/telemetry"
 )
 
 // Config configures the queue. The zero value plus StoreDir runs an
@@ -284,7 +286,12 @@ func (q *Queue) publish(ctx context.Context, ev event.ObjectCreated, msgID strin
 	if ev.Stage == event.StageHeavy {
 		pool = PoolHeavy
 	}
-	_, err = q.js.Publish(ctx, eventSubject(pool, ev.AssetID), data, jetstream.WithMsgID(msgID))
+	msg := nats.NewMsg(eventSubject(pool, ev.AssetID))
+	msg.Data = data
+	// The trace of whatever published the event (an upload, a reprocess,
+	// the fast stage handing over) goes on with the job.
+	telemetry.Propagator.Inject(ctx, propagation.HeaderCarrier(msg.Header))
+	_, err = q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return fmt.Errorf("queue: publish: %w", err)
 	}

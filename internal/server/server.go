@@ -91,6 +91,7 @@ type Server struct {
 	ai        *ai.Gateway
 	keys      *auth.Keys
 	hooks     *webhook.Dispatcher
+	tracing   *telemetry.Tracing
 	// Bucket notifications: a NATS subscription, a Cloudflare Queue.
 	stopBucketEvents func()
 	r2               *notify.Puller
@@ -124,6 +125,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	// dir (SQLite and the file bucket are safe across processes).
 	if cfg.Queue.URL == "" {
 		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	if s.tracing = cfg.Tracing; s.tracing == nil {
+		if s.tracing, err = telemetry.NewTracing(ctx, cfg.OTLPEndpoint, cfg.Role, log); err != nil {
 			return nil, err
 		}
 	}
@@ -178,6 +184,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	}
 	s.hooks = webhook.NewDispatcher(webhook.DispatchConfig{}, s.store, sender, log)
 	s.worker.OnFinish = s.hooks.AssetFinished
+	s.worker.Tracer = s.tracing.Tracer
 	s.registerQueueDepth()
 	s.queue.OnAbandoned(func(ctx context.Context, ev event.ObjectCreated, reason string) {
 		s.Metrics.DeadLetters.Inc()
@@ -218,6 +225,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		Private:         s.private,
 		CheckWebhookURL: hookNet.Check,
 		Metrics:         s.Metrics,
+		Tracer:          s.tracing.Tracer,
 		Log:             log,
 		Ready: map[string]gateway.Checker{
 			"store":       s.store.Ping,
@@ -469,6 +477,13 @@ func (s *Server) bucketEvent(ctx context.Context, ev event.ObjectCreated) error 
 }
 
 func (s *Server) close() {
+	if s.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.tracing.Shutdown(ctx); err != nil {
+			s.log.Warn("flush traces", "err", err)
+		}
+		cancel()
+	}
 	if s.stopBucketEvents != nil {
 		s.stopBucketEvents()
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -17,6 +19,7 @@ import (
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
+	"github.com/sluice-media/sluice/internal/telemetry"
 )
 
 // OutputKey is where an asset's output named name, made by the job whose
@@ -40,8 +43,21 @@ func generation(jobKey string) string {
 // handle runs one delivery to its end: ack, retry, dead letter or release.
 func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	ev := d.Event
-	log := w.log.With("asset", ev.AssetID, "seq", d.Seq, "attempt", d.Attempt)
 	key := ev.IdempotencyKey()
+	// The job goes on the trace its event was published in (the upload,
+	// or the fast stage that handed it over).
+	if sc := trace.SpanContextFromContext(d.Trace); sc.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+	}
+	stageName := "fast"
+	if ev.Stage == event.StageHeavy {
+		stageName = "heavy"
+	}
+	ctx, span := w.tracer().Start(ctx, "job "+stageName, trace.WithAttributes(
+		attribute.String("sluice.asset", ev.AssetID), attribute.String("sluice.job", key),
+		attribute.Int("sluice.attempt", d.Attempt)))
+	defer span.End()
+	log := w.log.With("asset", ev.AssetID, "seq", d.Seq, "attempt", d.Attempt, "trace_id", telemetry.TraceID(ctx))
 
 	asset, err := w.store.GetAsset(ctx, ev.AssetID)
 	if err != nil {

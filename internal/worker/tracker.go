@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"slices"
 	"sync"
 	"time"
@@ -24,6 +27,40 @@ type tracker struct {
 
 	mu    sync.Mutex            // steps run in parallel
 	steps map[string]store.Step // started in this run
+	spans map[string]trace.Span // the running attempt of each step
+}
+
+// startSpan begins the span of a step's attempt, ending the span of an
+// attempt before it (a retry).
+func (t *tracker) startSpan(ctx context.Context, id string) {
+	_, span := t.w.tracer().Start(ctx, "step "+id, trace.WithAttributes(
+		attribute.String("sluice.step", id), attribute.String("sluice.asset", t.asset.ID)))
+	t.mu.Lock()
+	if t.spans == nil {
+		t.spans = map[string]trace.Span{}
+	}
+	if old := t.spans[id]; old != nil {
+		old.SetStatus(codes.Error, "retried")
+		old.End()
+	}
+	t.spans[id] = span
+	t.mu.Unlock()
+}
+
+// endSpan ends a step's span with its outcome.
+func (t *tracker) endSpan(id string, status store.Status, reason string) {
+	t.mu.Lock()
+	span := t.spans[id]
+	delete(t.spans, id)
+	t.mu.Unlock()
+	if span == nil {
+		return
+	}
+	span.SetAttributes(attribute.String("sluice.status", string(status)))
+	if status == store.StatusFailed {
+		span.SetStatus(codes.Error, reason)
+	}
+	span.End()
 }
 
 func (t *tracker) step(id string) (store.Step, bool) {
@@ -114,6 +151,7 @@ func (t *tracker) Started(ctx context.Context, id string) error {
 	t.mu.Lock()
 	t.steps[id] = s
 	t.mu.Unlock()
+	t.startSpan(ctx, id)
 	return nil
 }
 
@@ -126,6 +164,7 @@ func (t *tracker) Skipped(ctx context.Context, id, reason string) error {
 		s, _ = t.step(id)
 	}
 	s.Status, s.Error, s.FinishedAt = store.StatusSkipped, reason, time.Now()
+	t.endSpan(id, s.Status, reason)
 	return t.w.store.FinishStep(ctx, s)
 }
 
@@ -137,6 +176,7 @@ func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, 
 	if errors.As(stepErr, &degraded) {
 		s.Status, s.Error = store.StatusDegraded, degraded.Reason
 		t.w.metrics.StepDuration.WithLabelValues(id, "degraded").Observe(took.Seconds())
+		t.endSpan(id, s.Status, s.Error)
 		return t.w.store.FinishStep(ctx, s)
 	}
 	if stepErr == nil {
@@ -149,6 +189,7 @@ func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, 
 		s.Status = store.StatusSucceeded
 	}
 	t.w.metrics.StepDuration.WithLabelValues(id, outcome).Observe(took.Seconds())
+	t.endSpan(id, s.Status, s.Error)
 	if err := t.w.store.FinishStep(ctx, s); err != nil {
 		return err
 	}

@@ -22,6 +22,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"log/slog"
 	"os"
 	"slices"
@@ -102,6 +104,15 @@ type Worker struct {
 	// idempotent: a job may be announced more than once. Set it before
 	// Run.
 	OnFinish func(ctx context.Context, assetID, jobKey string) error
+	// Tracer traces jobs and steps (nil: no tracing). Set it before Run.
+	Tracer trace.Tracer
+}
+
+func (w *Worker) tracer() trace.Tracer {
+	if w.Tracer == nil {
+		return noop.NewTracerProvider().Tracer("")
+	}
+	return w.Tracer
 }
 
 // New returns a worker that runs, for every event, the first of the
