@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/sluice-media/sluice/internal/config"
+	"github.com/sluice-media/sluice/internal/telemetry"
 )
 
 const usage = `Sluice: a self-hostable media and AI pipeline.
@@ -119,5 +120,5 @@ func newLogger(w io.Writer) *slog.Logger {
 	case "error":
 		level = slog.LevelError
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(telemetry.ContextHandler{Handler: slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
 }

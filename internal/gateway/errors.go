@@ -13,7 +13,6 @@ import (
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/ratelimit"
 	"github.com/sluice-media/sluice/internal/store"
-	"github.com/sluice-media/sluice/internal/telemetry"
 	"github.com/sluice-media/sluice/internal/upload"
 	"github.com/sluice-media/sluice/internal/wire"
 )
@@ -107,8 +106,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		w.Header().Set("Retry-After", ratelimit.RetryAfter(retryAfter(err, time.Now())))
 	}
 	if status == http.StatusInternalServerError {
-		log.Error("gateway: internal error", "method", r.Method, "path", r.URL.Path,
-			"request_id", requestID(r.Context()), "trace_id", telemetry.TraceID(r.Context()), "err", err)
+		log.ErrorContext(r.Context(), "gateway: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = "internal error"
 	}
 	writeJSON(w, status, wire.Error{Error: wire.ErrorBody{Code: code, Message: msg}})

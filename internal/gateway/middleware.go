@@ -5,6 +5,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"log/slog"
 
 	"context"
 	"crypto/rand"
@@ -19,14 +20,7 @@ import (
 	"time"
 )
 
-type ctxKey int
-
-const requestIDKey ctxKey = 0
-
-func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
-}
+func requestID(ctx context.Context) string { return telemetry.RequestID(ctx) }
 
 // middleware wraps every request: request id, recovery, CORS, metrics.
 func (g *Gateway) middleware(next http.Handler) http.Handler {
@@ -43,7 +37,7 @@ func (g *Gateway) middleware(next http.Handler) http.Handler {
 		ctx, span := g.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("sluice.request_id", id)))
 		defer span.End()
-		r = r.WithContext(context.WithValue(ctx, requestIDKey, id))
+		r = r.WithContext(telemetry.WithRequestID(ctx, id))
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, rc: http.NewResponseController(w)}
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &idleReader{ReadCloser: r.Body, rc: sw.rc}
@@ -68,8 +62,16 @@ func (g *Gateway) middleware(next http.Handler) http.Handler {
 			if sw.code >= 500 {
 				span.SetStatus(codes.Error, http.StatusText(sw.code))
 			}
+			took := time.Since(start)
 			g.deps.Metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-			g.deps.Metrics.HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			g.deps.Metrics.HTTPDuration.WithLabelValues(route).Observe(took.Seconds())
+			// The access log: one line per request (health checks aside),
+			// with the request and trace ids the context handler adds.
+			if route != "GET /healthz" && route != "GET /readyz" && route != "GET /metrics" {
+				g.deps.Log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+					slog.String("method", r.Method), slog.String("route", route), slog.Int("status", sw.code),
+					slog.Duration("took", took), slog.String("remote", r.RemoteAddr))
+			}
 		}()
 		// tusd answers CORS for its own routes.
 		if !strings.HasPrefix(r.URL.Path, TusPath) && g.cors(sw, r) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/sluice-media/sluice/internal/store/sqlite"
+	"github.com/sluice-media/sluice/internal/telemetry"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,7 @@ import (
 
 // newTestLogger sends the server's log to the test's log, shown on failure.
 func newTestLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(telemetry.ContextHandler{Handler: slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})})
 }
 
 type testWriter struct{ t testing.TB }

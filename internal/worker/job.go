@@ -53,6 +53,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	if ev.Stage == event.StageHeavy {
 		stageName = "heavy"
 	}
+	ctx = telemetry.WithAsset(ctx, ev.AssetID)
 	ctx, span := w.tracer().Start(ctx, "job "+stageName, trace.WithAttributes(
 		attribute.String("sluice.asset", ev.AssetID), attribute.String("sluice.job", key),
 		attribute.Int("sluice.attempt", d.Attempt)))
