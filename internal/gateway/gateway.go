@@ -75,6 +75,9 @@ type Deps struct {
 	CheckWebhookURL func(ctx context.Context, rawURL string) error
 	Metrics         *telemetry.Metrics
 	Log             *slog.Logger
+	// Updates subscribes to the changes every process announces, for
+	// GET /v1/events (nil: no live updates).
+	Updates func(fn func(queue.Update)) (stop func(), err error)
 	// Tracer traces requests (nil: no tracing).
 	Tracer trace.Tracer
 	// Ready lists checks /readyz runs.
@@ -89,6 +92,9 @@ type Gateway struct {
 	tus    http.Handler
 	limits *limits
 	tracer trace.Tracer
+	live   *hub
+	// stopLive ends the subscription to updates.
+	stopLive func()
 }
 
 // New builds the gateway's routes.
@@ -118,8 +124,21 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 			writeError(w, r, deps.Log, err)
 		}
 	}
+	if deps.Updates != nil {
+		g.live = &hub{clients: map[chan queue.Update]string{}}
+		if g.stopLive, err = deps.Updates(g.live.publish); err != nil {
+			return nil, err
+		}
+	}
 	g.routes()
 	return g, nil
+}
+
+// Close ends the gateway's subscriptions.
+func (g *Gateway) Close() {
+	if g.stopLive != nil {
+		g.stopLive()
+	}
 }
 
 // TusPath is where the tus endpoint is mounted.
@@ -152,6 +171,7 @@ func (g *Gateway) routes() {
 	m.Handle("GET /v1/dead-letters", g.scopedFunc(admin, g.listDeadLetters))
 	m.Handle("POST /v1/dead-letters/{seq}/replay", g.scopedFunc(admin, g.replayDeadLetter))
 	m.Handle("GET /v1/usage", g.scopedFunc(read, g.usage))
+	m.Handle("GET /v1/events", g.scopedFunc(read, g.events))
 	m.Handle("POST /v1/keys", g.scopedFunc(admin, g.createKey))
 	m.Handle("GET /v1/keys", g.scopedFunc(admin, g.listKeys))
 	m.Handle("DELETE /v1/keys/{id}", g.scopedFunc(admin, g.revokeKey))

@@ -92,6 +92,7 @@ type Server struct {
 	keys      *auth.Keys
 	hooks     *webhook.Dispatcher
 	tracing   *telemetry.Tracing
+	gw        *gateway.Gateway
 	// Bucket notifications: a NATS subscription, a Cloudflare Queue.
 	stopBucketEvents func()
 	r2               *notify.Puller
@@ -226,6 +227,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		CheckWebhookURL: hookNet.Check,
 		Metrics:         s.Metrics,
 		Tracer:          s.tracing.Tracer,
+		Updates:         s.queue.SubscribeUpdates,
 		Log:             log,
 		Ready: map[string]gateway.Checker{
 			"store":       s.store.Ping,
@@ -236,6 +238,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if err != nil {
 		return nil, err
 	}
+	s.gw = gw
 	var handler http.Handler = gw
 	if cfg.Role == config.RoleWorker {
 		handler = gw.Operations()
@@ -477,6 +480,9 @@ func (s *Server) bucketEvent(ctx context.Context, ev event.ObjectCreated) error 
 }
 
 func (s *Server) close() {
+	if s.gw != nil {
+		s.gw.Close()
+	}
 	if s.tracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := s.tracing.Shutdown(ctx); err != nil {

@@ -99,6 +99,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		return
 	}
 
+	w.update(ctx, ev.AssetID, store.StatusProcessing, "", "")
 	stage := pipeline.StageFast
 	if ev.Stage == event.StageHeavy {
 		stage = pipeline.StageHeavy
@@ -270,6 +271,7 @@ func (w *Worker) finish(ctx context.Context, d *queue.Delivery, log *slog.Logger
 		w.retry(ctx, d, log, key, fmt.Errorf("record result: %w", err))
 		return
 	}
+	w.update(ctx, d.Event.AssetID, status, "", "")
 	if !w.announce(ctx, d, log, key) {
 		return
 	}

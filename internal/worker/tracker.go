@@ -152,6 +152,7 @@ func (t *tracker) Started(ctx context.Context, id string) error {
 	t.steps[id] = s
 	t.mu.Unlock()
 	t.startSpan(ctx, id)
+	t.w.update(ctx, t.asset.ID, "", id, store.StatusProcessing)
 	return nil
 }
 
@@ -165,6 +166,7 @@ func (t *tracker) Skipped(ctx context.Context, id, reason string) error {
 	}
 	s.Status, s.Error, s.FinishedAt = store.StatusSkipped, reason, time.Now()
 	t.endSpan(id, s.Status, reason)
+	defer t.w.update(ctx, t.asset.ID, "", id, s.Status)
 	return t.w.store.FinishStep(ctx, s)
 }
 
@@ -177,6 +179,7 @@ func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, 
 		s.Status, s.Error = store.StatusDegraded, degraded.Reason
 		t.w.metrics.StepDuration.WithLabelValues(id, "degraded").Observe(took.Seconds())
 		t.endSpan(id, s.Status, s.Error)
+		defer t.w.update(ctx, t.asset.ID, "", id, s.Status)
 		return t.w.store.FinishStep(ctx, s)
 	}
 	if stepErr == nil {
@@ -193,6 +196,7 @@ func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, 
 	if err := t.w.store.FinishStep(ctx, s); err != nil {
 		return err
 	}
+	t.w.update(ctx, t.asset.ID, "", id, s.Status)
 	return stepErr
 }
 

@@ -85,6 +85,8 @@ func (c *Config) setDefaults() {
 type Queue interface {
 	Consume(ctx context.Context, pool string, workers int, h queue.Handler) *queue.Consumer
 	Publish(ctx context.Context, ev event.ObjectCreated) error
+	// PublishUpdate announces a change for live views (best effort).
+	PublishUpdate(ctx context.Context, u queue.Update)
 }
 
 // Worker processes events.
@@ -172,6 +174,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		<-done
 	}
 	return nil
+}
+
+// update announces a change to an asset or one of its steps.
+func (w *Worker) update(ctx context.Context, assetID string, status store.Status, step string, stepStatus store.Status) {
+	w.queue.PublishUpdate(ctx, queue.Update{AssetID: assetID, Status: string(status), Step: step,
+		StepStatus: string(stepStatus), At: time.Now().UTC()})
 }
 
 // consumes reports whether the worker takes events of pool.
