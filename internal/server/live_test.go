@@ -31,6 +31,7 @@ func TestLiveUpdates(t *testing.T) {
 	id := h.uploadPut(t, clip)
 
 	steps := map[string]string{}
+	var statuses []string
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		data, ok := strings.CutPrefix(sc.Text(), "data: ")
@@ -47,12 +48,18 @@ func TestLiveUpdates(t *testing.T) {
 		if u.Step != "" {
 			steps[u.Step] = u.StepStatus
 		}
+		if u.Status != "" {
+			statuses = append(statuses, u.Status)
+		}
 		if u.Status == "succeeded" {
 			break
 		}
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatalf("stream ended: %v (steps seen %v)", err, steps)
+	}
+	if len(statuses) < 3 || statuses[0] != "pending" || statuses[1] != "processing" {
+		t.Errorf("asset statuses announced: %v, want pending (uploaded), processing, ..., succeeded", statuses)
 	}
 	for _, s := range []string{"probe", "thumbnail", "audio"} {
 		if steps[s] != "succeeded" {

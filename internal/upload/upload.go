@@ -30,6 +30,7 @@ import (
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/event"
+	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/telemetry"
 	"github.com/sluice-media/sluice/internal/wire"
@@ -120,6 +121,8 @@ type Publisher interface {
 	// Queued reports whether an event for the asset is waiting or being
 	// worked on.
 	Queued(ctx context.Context, assetID string) (bool, error)
+	// PublishUpdate announces a change for live views (best effort).
+	PublishUpdate(ctx context.Context, u queue.Update)
 }
 
 // Service takes uploads.
@@ -423,6 +426,7 @@ func (s *Service) complete(ctx context.Context, a store.Asset, attrs blob.Attrs,
 	}
 	s.metrics.Uploads.WithLabelValues(method, "ok").Inc()
 	s.metrics.UploadBytes.WithLabelValues(method).Add(float64(attrs.Size))
+	s.pub.PublishUpdate(ctx, queue.Update{AssetID: a.ID, Status: string(store.StatusPending), At: s.now().UTC()})
 	ev := event.ObjectCreated{
 		Action: action, Bucket: s.bucket.Name(), Key: a.Key, Size: attrs.Size, ETag: attrs.ETag,
 		EventTime: s.now().UTC(), AssetID: a.ID,
