@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -196,13 +197,25 @@ func (s *server) run(bin string, cred *syscall.Credential) error {
 	s.cmd.Dir = s.dir
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	s.cmd.SysProcAttr = procAttr(cred)
-	if err := s.cmd.Start(); err != nil {
-		return fmt.Errorf("start postgres: %w", err)
-	}
+	// The server's parent-death signal fires when the OS thread that
+	// started it exits, and a thread that another goroutine locked and
+	// left (s3test does) may exit at any time: start the server from a
+	// thread this goroutine holds for as long as the server runs.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		if err := s.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		s.err = s.cmd.Wait()
 		close(s.exited)
 	}()
+	if err := <-started; err != nil {
+		s.cmd = nil
+		return fmt.Errorf("start postgres: %w", err)
+	}
 
 	deadline := time.Now().Add(startTimeout)
 	for {
