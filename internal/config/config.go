@@ -60,6 +60,9 @@ type Config struct {
 	// ReconcileInterval is how often lost events and abandoned uploads are
 	// looked for.
 	ReconcileInterval time.Duration
+	// HistoryInterval is how often the dashboard's metric history takes a
+	// point (360 are kept). Default 10s.
+	HistoryInterval time.Duration
 	// ShutdownTimeout bounds how long in-flight HTTP requests may take to
 	// finish on shutdown.
 	ShutdownTimeout time.Duration
@@ -152,6 +155,7 @@ func Default() Config {
 		DataDir:           "sluice-data",
 		CORSOrigins:       []string{"*"},
 		ReconcileInterval: time.Minute,
+		HistoryInterval:   10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
 		ReadHeaderTimeout: 10 * time.Second,
 		Upload: upload.Config{

@@ -16,12 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-media/sluice/internal/auth"
+	"github.com/sluice-media/sluice/internal/dashboard"
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/queue"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/telemetry"
 	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/wire"
 )
 
 // Config configures the gateway.
@@ -78,6 +80,9 @@ type Deps struct {
 	// Updates subscribes to the changes every process announces, for
 	// GET /v1/events (nil: no live updates).
 	Updates func(fn func(queue.Update)) (stop func(), err error)
+	// History is the serving process's recent metrics, for
+	// GET /v1/metrics/history (nil: not served).
+	History interface{ Doc() wire.MetricsHistory }
 	// Tracer traces requests (nil: no tracing).
 	Tracer trace.Tracer
 	// Ready lists checks /readyz runs.
@@ -171,6 +176,11 @@ func (g *Gateway) routes() {
 	m.Handle("GET /v1/dead-letters", g.scopedFunc(admin, g.listDeadLetters))
 	m.Handle("POST /v1/dead-letters/{seq}/replay", g.scopedFunc(admin, g.replayDeadLetter))
 	m.Handle("GET /v1/usage", g.scopedFunc(read, g.usage))
+	if g.deps.History != nil {
+		m.Handle("GET /v1/metrics/history", g.scopedFunc(read, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, g.deps.History.Doc())
+		}))
+	}
 	m.Handle("GET /v1/events", g.scopedFunc(read, g.events))
 	m.Handle("POST /v1/keys", g.scopedFunc(admin, g.createKey))
 	m.Handle("GET /v1/keys", g.scopedFunc(admin, g.listKeys))
@@ -181,6 +191,12 @@ func (g *Gateway) routes() {
 	m.Handle("DELETE /v1/webhooks/{id}", g.scopedFunc(read, g.deleteWebhook))
 	m.Handle("GET /v1/webhooks/{id}/deliveries", g.scopedFunc(read, g.listDeliveries))
 	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)
+	var mediaOrigins []string
+	if g.cfg.PublicURL != "" {
+		mediaOrigins = append(mediaOrigins, g.cfg.PublicURL)
+	}
+	m.Handle("GET "+dashboard.Prefix, dashboard.Handler(mediaOrigins...))
+	m.Handle("GET /{$}", http.RedirectHandler(dashboard.Prefix, http.StatusFound))
 	g.operationRoutes(m)
 }
 

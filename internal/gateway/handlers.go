@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluice-media/sluice/internal/delivery"
+	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/pipeline"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
@@ -102,7 +104,12 @@ func checksumHeader(r *http.Request) ([]byte, error) {
 
 func (g *Gateway) listAssets(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	opts := store.ListOptions{Cursor: q.Get("cursor"), Status: store.Status(q.Get("status"))}
+	opts := store.ListOptions{Cursor: q.Get("cursor"), Status: store.Status(q.Get("status")),
+		Pipeline: q.Get("pipeline"), Name: strings.TrimSpace(q.Get("q"))}
+	if len(opts.Name) > 200 || len(opts.Pipeline) > 200 {
+		writeError(w, r, g.deps.Log, badRequest("q and pipeline are at most 200 bytes"))
+		return
+	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
@@ -129,6 +136,10 @@ func (g *Gateway) listAssets(w http.ResponseWriter, r *http.Request) {
 		v := assetView(a, nil, nil, "")
 		if g.private(a) {
 			v.Visibility = pipeline.DeliveryPrivate
+		}
+		if v.ThumbnailURL, err = g.thumbnailURL(r, a); err != nil {
+			writeError(w, r, g.deps.Log, err)
+			return
 		}
 		out.Assets = append(out.Assets, v)
 	}
@@ -162,6 +173,33 @@ func (g *Gateway) getAsset(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// thumbnailURL is the URL of a small picture of the asset for lists: its
+// thumbnail output, or an image variant; "" when it has none yet or its
+// outputs are held back.
+func (g *Gateway) thumbnailURL(r *http.Request, a store.Asset) (string, error) {
+	if a.Quarantine != "" || a.Status == store.StatusPending {
+		return "", nil
+	}
+	outputs, err := g.deps.Store.ListOutputs(r.Context(), a.ID)
+	if err != nil {
+		return "", err
+	}
+	i := slices.IndexFunc(outputs, func(o store.Output) bool { return o.Name == media.ThumbnailName })
+	if i < 0 {
+		i = slices.IndexFunc(outputs, func(o store.Output) bool {
+			return o.Step == "image" && strings.HasPrefix(o.ContentType, "image/")
+		})
+	}
+	if i < 0 {
+		return "", nil
+	}
+	o := outputs[i]
+	if g.private(a) {
+		return g.deps.Delivery.SignedURL(g.baseURL(r), a.ID, o.Key, o.ETag, time.Now().Add(g.cfg.PrivateURLTTL)), nil
+	}
+	return delivery.URL(g.baseURL(r), o.Key, o.ETag), nil
 }
 
 // private reports whether an asset's outputs are served only through

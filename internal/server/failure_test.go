@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -312,31 +314,16 @@ func TestDeadLetterAndReplay(t *testing.T) {
 	h := start(t, testConfig(t))
 	ctx := ctxT(t, 2*time.Minute)
 	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Duration: 2, Video: true, Audio: true})
-	data, err := os.ReadFile(clip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md := md5.Sum(data)
-	etag := hex.EncodeToString(md[:])
-
-	up, err := h.client.CreateUpload(ctx, wire.UploadRequest{Name: "lost.mp4", Size: int64(len(data))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := upload.SourceKey(up.AssetID)
-	// Record the upload and announce it, but without the bytes.
-	if err := h.store.MarkUploaded(ctx, up.AssetID, store.Object{Bucket: BucketName, Key: key, Size: int64(len(data)), ETag: etag}); err != nil {
-		t.Fatal(err)
-	}
-	ev := event.ObjectCreated{Action: event.ActionPutObject, Bucket: BucketName, Key: key, Size: int64(len(data)), ETag: etag, EventTime: time.Now(), AssetID: up.AssetID}
-	if err := h.queue.Publish(ctx, ev); err != nil {
-		t.Fatal(err)
-	}
-	a := h.wait(t, up.AssetID)
+	assetID, restore := h.lostUpload(t, clip)
+	a := h.wait(t, assetID)
 	if a.Status != wire.StatusFailed || !strings.Contains(a.Error, "gave up after 3 attempts") || !strings.Contains(a.Error, "not found") {
 		t.Fatalf("asset = %s %q, want failed after 3 attempts, object not found", a.Status, a.Error)
 	}
-	var dls wire.DeadLetterList
+	up := wire.Upload{AssetID: assetID}
+	var (
+		dls wire.DeadLetterList
+		err error
+	)
 	waitUntil(t, "dead letter listed", func() bool {
 		dls, err = h.client.DeadLetters(ctx, 0)
 		return err == nil && len(dls.DeadLetters) == 1
@@ -346,9 +333,7 @@ func TestDeadLetterAndReplay(t *testing.T) {
 		t.Errorf("dead letter = %+v", dl)
 	}
 
-	if _, err := h.bucket.Put(ctx, key, bytes.NewReader(data), blob.PutOptions{Size: -1}); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	status, _, body := request(t, "POST", h.URL()+"/v1/dead-letters/"+strconv.FormatUint(dl.Seq, 10)+"/replay", nil, nil, -1)
 	if status != http.StatusAccepted {
 		t.Fatalf("replay = %d %s", status, body)
@@ -362,6 +347,38 @@ func TestDeadLetterAndReplay(t *testing.T) {
 	}
 	if dls, _ := h.client.DeadLetters(ctx, 0); len(dls.DeadLetters) != 0 {
 		t.Errorf("dead letters after replay = %+v, want none", dls.DeadLetters)
+	}
+}
+
+// lostUpload records an upload of clip and announces it, but without its
+// bytes in the bucket, so that every delivery of its event fails and the
+// event is dead-lettered. restore puts the bytes in place.
+func (h *harness) lostUpload(t *testing.T, clip string) (assetID string, restore func()) {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := md5.Sum(data)
+	etag := hex.EncodeToString(md[:])
+	up, err := h.client.CreateUpload(ctx, wire.UploadRequest{Name: "lost" + filepath.Ext(clip), Size: int64(len(data))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := upload.SourceKey(up.AssetID)
+	if err := h.store.MarkUploaded(ctx, up.AssetID, store.Object{Bucket: BucketName, Key: key, Size: int64(len(data)), ETag: etag}); err != nil {
+		t.Fatal(err)
+	}
+	ev := event.ObjectCreated{Action: event.ActionPutObject, Bucket: BucketName, Key: key, Size: int64(len(data)), ETag: etag, EventTime: time.Now(), AssetID: up.AssetID}
+	if err := h.queue.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	return up.AssetID, func() {
+		t.Helper()
+		if _, err := h.bucket.Put(context.Background(), key, bytes.NewReader(data), blob.PutOptions{Size: -1}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

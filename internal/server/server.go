@@ -6,6 +6,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -77,6 +78,7 @@ func OpenAI(path, cacheDir string, reg prometheus.Registerer, log *slog.Logger) 
 // Server is a running Sluice process.
 type Server struct {
 	cfg       config.Config
+	history   *telemetry.History
 	log       *slog.Logger
 	lock      *os.File
 	store     store.Store
@@ -211,6 +213,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.variants.Log = log
+	s.history = telemetry.NewHistory(s.Metrics.Registry, cmp.Or(cfg.HistoryInterval, 10*time.Second), 360)
 	gcfg := gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins, Dev: cfg.Dev, Limits: cfg.Limits,
 		PrivateURLTTL: cfg.PrivateURLTTL, S3Events: gateway.S3EventDecoder{RawKeys: cfg.S3RawKeys}}
 	gw, err := gateway.New(gcfg, gateway.Deps{
@@ -228,6 +231,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		Metrics:         s.Metrics,
 		Tracer:          s.tracing.Tracer,
 		Updates:         s.queue.SubscribeUpdates,
+		History:         s.history,
 		Log:             log,
 		Ready: map[string]gateway.Checker{
 			"store":       s.store.Ping,
@@ -328,7 +332,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Add(5)
+	wg.Add(6)
+	go func() {
+		defer wg.Done()
+		s.history.Run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if s.r2 != nil {

@@ -375,3 +375,53 @@ func TestSecurityHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestAssetListFilters: the list filters by name and pipeline and shows
+// each asset's thumbnail; the dashboard's metric history is served.
+func TestAssetListFilters(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HistoryInterval = 100 * time.Millisecond
+	h := start(t, cfg)
+	dir := t.TempDir()
+	holiday := h.wait(t, h.uploadPut(t, mediatest.Generate(t, dir, "Holiday", mediatest.Clip{Duration: 1, Video: true})))
+	h.wait(t, h.uploadPut(t, mediatest.Generate(t, dir, "talk", mediatest.Clip{Duration: 1, Video: true})))
+
+	list := func(query string) wire.AssetList {
+		t.Helper()
+		status, _, body := request(t, "GET", h.URL()+"/v1/assets?"+query, nil, nil, -1)
+		var l wire.AssetList
+		if status != http.StatusOK || json.Unmarshal(body, &l) != nil {
+			t.Fatalf("list ?%s: %d %s", query, status, body)
+		}
+		return l
+	}
+	if l := list("q=hOLi"); len(l.Assets) != 1 || l.Assets[0].ID != holiday.ID {
+		t.Errorf("?q=hOLi = %+v, want the holiday clip", l.Assets)
+	} else if resp, body := h.get(t, l.Assets[0].ThumbnailURL, nil); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/jpeg" || len(body) == 0 {
+		t.Errorf("thumbnail %q: %s %s", l.Assets[0].ThumbnailURL, resp.Status, resp.Header.Get("Content-Type"))
+	}
+	if l := list("pipeline=light"); len(l.Assets) != 2 {
+		t.Errorf("?pipeline=light: %d assets, want 2", len(l.Assets))
+	}
+	if l := list("pipeline=light&q=nothing-like-it"); len(l.Assets) != 0 {
+		t.Errorf("?q=nothing-like-it: %d assets, want none", len(l.Assets))
+	}
+	if status, _, _ := request(t, "GET", h.URL()+"/v1/assets?q="+strings.Repeat("x", 201), nil, nil, -1); status != http.StatusBadRequest {
+		t.Errorf("a 201-byte q: %d, want 400", status)
+	}
+
+	var hist wire.MetricsHistory
+	waitUntil(t, "a point of metric history", func() bool {
+		_, _, body := request(t, "GET", h.URL()+"/v1/metrics/history", nil, nil, -1)
+		return json.Unmarshal(body, &hist) == nil && len(hist.Series) > 0 && len(hist.Series[0].Points) > 0
+	})
+	charts := map[string]bool{}
+	for _, s := range hist.Series {
+		charts[s.Chart] = true
+	}
+	for _, c := range []string{"Throughput", "Queue depth", "Step latency", "Model latency", "Cache hit rate", "Error rate"} {
+		if !charts[c] {
+			t.Errorf("metric history lacks the %q chart", c)
+		}
+	}
+}

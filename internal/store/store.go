@@ -134,6 +134,11 @@ type ListOptions struct {
 	Limit  int    // default 50, at most 1000
 	Cursor string // opaque, from a previous Page.Next; empty for the first page
 	Status Status // optional filter
+	// Pipeline, when set, keeps the assets of that pipeline.
+	Pipeline string
+	// Name, when set, keeps the assets whose name contains it, ignoring
+	// case (ASCII case on SQLite).
+	Name string
 }
 
 // Page is one page of assets. Next is empty on the last page.

@@ -34,17 +34,19 @@ type Asset struct {
 	// provider failed), with why; the asset still succeeds, and a
 	// reprocess of those steps can fill them in.
 	Degraded []Missing `json:"degraded,omitempty"`
-	// Quarantined, when set, says why the asset's outputs are held back
 	// Visibility is how the outputs are served: "public", or "private"
 	// (the output URLs are signed and expire).
 	Visibility string `json:"visibility"`
+	// Quarantined, when set, says why the asset's outputs are held back
 	// from delivery (403) until POST /v1/assets/{id}/release.
 	Quarantined string `json:"quarantined,omitempty"`
 	// Pipeline is the pipeline processing the asset.
-	Pipeline string          `json:"pipeline,omitempty"`
-	Media    json.RawMessage `json:"media"`
-	Outputs  []Output        `json:"outputs"`
-	Steps    []Step          `json:"steps"`
+	Pipeline string `json:"pipeline,omitempty"`
+	// ThumbnailURL, in lists only, is a small picture of the asset.
+	ThumbnailURL string          `json:"thumbnail_url,omitempty"`
+	Media        json.RawMessage `json:"media"`
+	Outputs      []Output        `json:"outputs"`
+	Steps        []Step          `json:"steps"`
 }
 
 // Missing is an enrichment an asset lacks.
@@ -303,4 +305,46 @@ type Delivery struct {
 // DeliveryList is the document at GET /v1/webhooks/{id}/deliveries.
 type DeliveryList struct {
 	Deliveries []Delivery `json:"deliveries"`
+}
+
+// MetricsHistory is the document at GET /v1/metrics/history: a few
+// series derived from the serving process's metrics, one point per
+// interval, oldest first.
+type MetricsHistory struct {
+	IntervalSeconds float64        `json:"interval_seconds"`
+	Series          []MetricSeries `json:"series"`
+}
+
+// MetricSeries is one line of a chart.
+type MetricSeries struct {
+	Name  string `json:"name"`
+	Chart string `json:"chart"` // the chart it is drawn in
+	Label string `json:"label"`
+	// Unit is per_min, count, seconds or ratio (0 to 1).
+	Unit   string        `json:"unit"`
+	Points []MetricPoint `json:"points"`
+}
+
+// MetricPoint is a value at a time; it reads as [unix_ms, value], the
+// value null when there was nothing to measure.
+type MetricPoint struct {
+	UnixMilli int64
+	Value     *float64
+}
+
+// MarshalJSON writes the point as a pair.
+func (p MetricPoint) MarshalJSON() ([]byte, error) {
+	return json.Marshal([2]any{p.UnixMilli, p.Value})
+}
+
+// UnmarshalJSON reads a pair.
+func (p *MetricPoint) UnmarshalJSON(b []byte) error {
+	var pair [2]json.RawMessage
+	if err := json.Unmarshal(b, &pair); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(pair[0], &p.UnixMilli); err != nil {
+		return err
+	}
+	return json.Unmarshal(pair[1], &p.Value)
 }

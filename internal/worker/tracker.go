@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/event"
@@ -152,8 +154,20 @@ func (t *tracker) Started(ctx context.Context, id string) error {
 	t.steps[id] = s
 	t.mu.Unlock()
 	t.startSpan(ctx, id)
+	t.w.log.DebugContext(ctx, "step started", "step", id, "attempt", s.Attempts)
 	t.w.update(ctx, t.asset.ID, "", id, store.StatusProcessing)
 	return nil
+}
+
+// logStep writes a step's outcome to the log; the context adds the asset
+// and the trace.
+func (t *tracker) logStep(ctx context.Context, s store.Step) {
+	level, msg := slog.LevelInfo, "step finished"
+	if s.Status == store.StatusFailed || s.Status == store.StatusDegraded {
+		level = slog.LevelWarn
+	}
+	t.w.log.Log(ctx, level, msg, "step", s.Name, "status", string(s.Status), "attempt", s.Attempts,
+		"took", s.Duration.Round(time.Millisecond), "reason", s.Error)
 }
 
 func (t *tracker) Skipped(ctx context.Context, id, reason string) error {
@@ -166,6 +180,7 @@ func (t *tracker) Skipped(ctx context.Context, id, reason string) error {
 	}
 	s.Status, s.Error, s.FinishedAt = store.StatusSkipped, reason, time.Now()
 	t.endSpan(id, s.Status, reason)
+	t.logStep(ctx, s)
 	defer t.w.update(ctx, t.asset.ID, "", id, s.Status)
 	return t.w.store.FinishStep(ctx, s)
 }
@@ -179,6 +194,7 @@ func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, 
 		s.Status, s.Error = store.StatusDegraded, degraded.Reason
 		t.w.metrics.StepDuration.WithLabelValues(id, "degraded").Observe(took.Seconds())
 		t.endSpan(id, s.Status, s.Error)
+		t.logStep(ctx, s)
 		defer t.w.update(ctx, t.asset.ID, "", id, s.Status)
 		return t.w.store.FinishStep(ctx, s)
 	}
@@ -193,6 +209,7 @@ func (t *tracker) Finished(ctx context.Context, id string, res pipeline.Result, 
 	}
 	t.w.metrics.StepDuration.WithLabelValues(id, outcome).Observe(took.Seconds())
 	t.endSpan(id, s.Status, s.Error)
+	t.logStep(ctx, s)
 	if err := t.w.store.FinishStep(ctx, s); err != nil {
 		return err
 	}

@@ -123,6 +123,12 @@ func (s *Store) ListAssets(ctx context.Context, opts store.ListOptions) (store.P
 	if opts.Status != "" {
 		conds = append(conds, `status = `+arg(string(opts.Status)))
 	}
+	if opts.Pipeline != "" {
+		conds = append(conds, `pipeline = `+arg(opts.Pipeline))
+	}
+	if opts.Name != "" {
+		conds = append(conds, `strpos(lower(name), lower(`+arg(opts.Name)+`)) > 0`)
+	}
 	if opts.Cursor != "" {
 		created, id, err := decodeCursor(opts.Cursor)
 		if err != nil {

@@ -133,6 +133,14 @@ func (s *Store) ListAssets(ctx context.Context, opts store.ListOptions) (store.P
 		conds = append(conds, `status = ?`)
 		args = append(args, string(opts.Status))
 	}
+	if opts.Pipeline != "" {
+		conds = append(conds, `pipeline = ?`)
+		args = append(args, opts.Pipeline)
+	}
+	if opts.Name != "" {
+		conds = append(conds, `instr(lower(name), lower(?)) > 0`)
+		args = append(args, opts.Name)
+	}
 	if opts.Cursor != "" {
 		created, id, err := decodeCursor(opts.Cursor)
 		if err != nil {

@@ -113,6 +113,60 @@ func testListAssetsOrder(t *testing.T, s store.Store) {
 	}
 }
 
+// testListAssetsFilters: the name filter is a case-insensitive substring
+// match in which LIKE's wildcards are plain characters; the filters
+// combine with each other and with pages.
+func testListAssetsFilters(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for i, a := range []struct{ id, name, pipeline string }{
+		{"a", "Holiday Clip.mp4", "video"},
+		{"b", "holiday_100%.mov", "video"},
+		{"c", "interview.wav", "audio"},
+		{"d", "HOLIDAY.jpg", "image"},
+		{"e", "other.mp4", ""},
+	} {
+		x := newAsset(a.id, epoch.Add(time.Duration(i)*time.Second))
+		x.Name = a.name
+		mustCreate(t, s, x)
+		if a.pipeline != "" {
+			if err := s.SetPipeline(ctx, a.id, a.pipeline); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		opts store.ListOptions
+		want []string
+	}{
+		{store.ListOptions{Name: "holiday"}, []string{"d", "b", "a"}},
+		{store.ListOptions{Name: "HoLiDaY c"}, []string{"a"}},
+		{store.ListOptions{Name: "100%"}, []string{"b"}},
+		{store.ListOptions{Name: "_"}, []string{"b"}},
+		{store.ListOptions{Name: "%"}, []string{"b"}},
+		{store.ListOptions{Pipeline: "video"}, []string{"b", "a"}},
+		{store.ListOptions{Pipeline: "video", Name: "clip"}, []string{"a"}},
+		{store.ListOptions{Pipeline: "nope"}, []string{}},
+		{store.ListOptions{Name: "holiday", Status: store.StatusSucceeded}, []string{}},
+	} {
+		p, err := s.ListAssets(ctx, tt.opts)
+		if err != nil {
+			t.Fatalf("ListAssets(%+v): %v", tt.opts, err)
+		}
+		checkIDs(t, fmt.Sprintf("ListAssets(%+v)", tt.opts), p.Assets, tt.want)
+	}
+	// Pages of a filtered listing.
+	p, err := s.ListAssets(ctx, store.ListOptions{Name: "holiday", Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkIDs(t, "page 1", p.Assets, []string{"d", "b"})
+	p, err = s.ListAssets(ctx, store.ListOptions{Name: "holiday", Limit: 2, Cursor: p.Next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkIDs(t, "page 2", p.Assets, []string{"a"})
+}
+
 func testListAssetsPages(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	var want []string

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TimeRoundTrip", testTimeRoundTrip},
 		{"ListAssetsOrder", testListAssetsOrder},
 		{"ListAssetsPages", testListAssetsPages},
+		{"ListAssetsFilters", testListAssetsFilters},
 		{"ListAssetsStatus", testListAssetsStatus},
 		{"ListAssetsLimit", testListAssetsLimit},
 		{"ListAssetsInvalidCursor", testListAssetsInvalidCursor},
