@@ -84,7 +84,9 @@ func (g *Gateway) usage(w http.ResponseWriter, r *http.Request) {
 		id, limits = k.ID, g.deps.Keys.Effective(k.Limits)
 	}
 	if id == "" {
-		writeError(w, r, g.deps.Log, badRequest("dev mode has no key and no usage; send an API key"))
+		// A keyless caller in --dev mode: nothing is counted against it
+		// (the dashboard reads this to learn it needs no sign-in).
+		writeJSON(w, http.StatusOK, wire.Usage{KeyID: "dev", Day: store.Day(time.Now())})
 		return
 	}
 	u, err := g.deps.Usage.GetUsage(r.Context(), id, store.Day(time.Now()))

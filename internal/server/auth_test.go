@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -133,6 +134,10 @@ func TestDevMode(t *testing.T) {
 	h := start(t, cfg)
 	if status, _, _ := request(t, "GET", h.URL()+"/v1/assets", nil, map[string]string{"Authorization": ""}, -1); status != 200 {
 		t.Errorf("dev mode, no key: %d, want 200", status)
+	}
+	// The dashboard asks for usage to learn that no sign-in is needed.
+	if status, _, body := request(t, "GET", h.URL()+"/v1/usage", nil, map[string]string{"Authorization": ""}, -1); status != 200 || !strings.Contains(string(body), `"key_id": "dev"`) {
+		t.Errorf("dev mode usage, no key: %d %s, want 200 for key dev", status, body)
 	}
 	// A key that is sent is still checked.
 	if status, _, _ := request(t, "GET", h.URL()+"/v1/assets", nil, bearerOf(auth.NewToken()), -1); status != 401 {

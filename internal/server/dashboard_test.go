@@ -1,12 +1,15 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -232,8 +235,33 @@ pipelines:
 	if a := h.wait(t, id); a.Status != wire.StatusSucceeded {
 		t.Fatalf("asset %s: %s %q", id, a.Status, a.Error)
 	}
+	// The page uploaded with tus (resumable).
+	if _, body := h.get(t, h.URL()+"/metrics", nil); !strings.Contains(string(body), `sluice_uploads_total{method="tus",outcome="ok"} 1`) {
+		t.Error("the page's upload was not a tus upload")
+	}
 	b.waitJS("the thumbnail shows", fmt.Sprintf(`(() => { const i = document.querySelector('%s img'); return i && i.complete && i.naturalWidth > 0 })()`, assetRow), 20*time.Second)
 	b.screenshot("assets")
+
+	// Resume: an upload that stopped part way (here: begun outside the
+	// page, and remembered the way the page remembers its own) goes on
+	// from where it stopped when the same file is chosen again.
+	part := mediatest.Generate(t, dir, "resumed", mediatest.Clip{Width: 320, Height: 240, Duration: 2, Video: true})
+	partID, location := startTusUpload(t, h, part, 64<<10)
+	st, err := os.Stat(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eval[bool](b, fmt.Sprintf(`localStorage.setItem('sluice.uploads', JSON.stringify({[%q]: {location: %q, assetId: %q}})); true`,
+		fmt.Sprintf("tus:resumed.mp4:%d:%d", st.Size(), st.ModTime().UnixMilli()), location, partID))
+	b.run("choose the stopped upload's file", chromedp.SetUploadFiles(chromedp.CSS("#file-input"), []string{part}))
+	resumed := `.upload-row[data-name="resumed.mp4"]`
+	b.waitJS("the upload resumes and completes", fmt.Sprintf(`document.querySelector('%s progress')?.value == 100`, resumed), 30*time.Second)
+	if got := eval[string](b, fmt.Sprintf(`document.querySelector('%s').dataset.assetId`, resumed)); got != partID {
+		t.Errorf("the page uploaded the file as asset %q, want the stopped upload's %q resumed", got, partID)
+	}
+	if a := h.wait(t, partID); a.Status != wire.StatusSucceeded {
+		t.Errorf("resumed asset: %s %q", a.Status, a.Error)
+	}
 
 	// Filters: a search that excludes the clip empties the table.
 	b.run("search", chromedp.SendKeys(chromedp.CSS("#search"), "no-such-name"))
@@ -308,4 +336,42 @@ pipelines:
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
 		t.Errorf("dashboard CSP = %q", csp)
 	}
+}
+
+// startTusUpload creates a tus upload of path and sends its first n
+// bytes, as a client that then went away would have.
+func startTusUpload(t *testing.T, h *harness, path string, n int64) (assetID, location string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := base64.StdEncoding.EncodeToString([]byte(filepath.Base(path)))
+	req, _ := http.NewRequest("POST", h.URL()+"/v1/tus/", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", strconv.Itoa(len(data)))
+	req.Header.Set("Upload-Metadata", "filename "+name)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	location, assetID = resp.Header.Get("Location"), resp.Header.Get("Sluice-Asset-Id")
+	if resp.StatusCode != http.StatusCreated || location == "" || assetID == "" {
+		t.Fatalf("tus create: %s, Location %q, asset %q", resp.Status, location, assetID)
+	}
+	req, _ = http.NewRequest("PATCH", location, bytes.NewReader(data[:n]))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Upload-Offset") != strconv.FormatInt(n, 10) {
+		t.Fatalf("tus patch: %s, offset %q", resp.Status, resp.Header.Get("Upload-Offset"))
+	}
+	return assetID, location
 }
