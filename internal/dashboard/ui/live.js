@@ -128,7 +128,10 @@ export function sseParser(onMessage) {
   let buffer = '';
   let event = '';
   let data = [];
+  let lastCR = false; // the previous chunk ended in \r: a \n next belongs to it
   return (chunk) => {
+    if (lastCR && chunk.startsWith('\n')) chunk = chunk.slice(1);
+    lastCR = chunk.endsWith('\r');
     buffer += chunk;
     const lines = buffer.split(/\r\n|\r|\n/);
     buffer = lines.pop(); // the last piece may be an unfinished line
