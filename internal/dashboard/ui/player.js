@@ -106,7 +106,10 @@ export async function choosePlayback(video, outputs, signal) {
     }
     if (video.canPlayType('application/vnd.apple.mpegurl')) return { kind: 'native', url: master.url, output: master };
   }
-  const mp4 = outputs.find((o) => (o.content_type || '').split(';')[0].trim() === 'video/mp4');
+  // A whole MP4 file; an HLS rendition's init.mp4 is video/mp4 too, but
+  // only the start of a stream.
+  const mp4 = outputs.find((o) => (o.content_type || '').split(';')[0].trim() === 'video/mp4' &&
+    o.step !== 'hls' && !o.name.startsWith('hls/'));
   if (mp4) return { kind: 'mp4', url: mp4.url, output: mp4 };
   const audio = byName.get('audio.m4a');
   if (audio) return { kind: 'audio', url: audio.url, output: audio };
