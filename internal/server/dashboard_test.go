@@ -291,9 +291,12 @@ pipelines:
 
 	// The transcript: clicking the second line seeks the player to it.
 	b.waitJS("the transcript", `document.querySelectorAll('#transcript .cue').length === 2`, 10*time.Second)
-	eval[bool](b, `document.querySelector('#player').pause(); true`)
+	// Every seek's target is recorded, so that the check does not race
+	// the playback that follows it.
+	eval[bool](b, `(() => { const v = document.querySelector('#player'); v.pause(); window.__seeks = [];
+		v.addEventListener('seeking', () => window.__seeks.push(v.currentTime)); return true })()`)
 	b.run("click a transcript line", chromedp.Click(chromedp.CSS(`#transcript .cue[data-start="2.4"]`)))
-	b.waitJS("the player seeks to the line", `Math.abs(document.querySelector('#player').currentTime - 2.4) < 0.5`, 10*time.Second)
+	b.waitJS("the player seeks to the line", `window.__seeks.some(t => Math.abs(t - 2.4) < 0.05)`, 10*time.Second)
 	b.waitJS("the line is marked", `document.querySelector('#transcript .cue[data-start="2.4"]').classList.contains('active')`, 10*time.Second)
 	b.screenshot("asset")
 
