@@ -50,8 +50,9 @@ func serve(ctx context.Context, role string, args []string, stderr io.Writer) er
 		// Straight to the terminal, not the log: the token is a secret
 		// and exists nowhere else.
 		fmt.Fprintf(stderr, "\n  First start: created an admin API key. It is shown only this once:\n\n    %s\n\n"+
-			"  Use it as SLUICE_API_KEY, and make keys with fewer rights with\n"+
-			"  `sluice keys create --scope upload,read --name web`.\n\n", token)
+			"  Use it as SLUICE_API_KEY, or to sign in to the dashboard at %s/ui/,\n"+
+			"  and make keys with fewer rights with\n"+
+			"  `sluice keys create --scope upload,read --name web`.\n\n", token, srv.URL())
 	}
 	return srv.Run(ctx)
 }

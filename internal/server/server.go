@@ -27,6 +27,7 @@ import (
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
 	"github.com/sluice-media/sluice/internal/config"
+	"github.com/sluice-media/sluice/internal/dashboard"
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/gateway"
@@ -371,7 +372,11 @@ func (s *Server) Run(ctx context.Context) error {
 			s.uploads.RunReconciler(ctx, s.cfg.ReconcileInterval)
 		}
 	}()
-	s.log.Info("sluice serving", "role", s.cfg.Role, "addr", s.Addr(), "data_dir", s.cfg.DataDir)
+	attrs := []any{"role", s.cfg.Role, "addr", s.Addr(), "data_dir", s.cfg.DataDir}
+	if s.cfg.Role != config.RoleWorker {
+		attrs = append(attrs, "dashboard", s.URL()+dashboard.Prefix)
+	}
+	s.log.Info("sluice serving", attrs...)
 
 	var err error
 	select {
