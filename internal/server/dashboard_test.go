@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
 	"github.com/sluice-media/sluice/internal/mediatest"
@@ -298,7 +299,31 @@ pipelines:
 	b.run("click a transcript line", chromedp.Click(chromedp.CSS(`#transcript .cue[data-start="2.4"]`)))
 	b.waitJS("the player seeks to the line", `window.__seeks.some(t => Math.abs(t - 2.4) < 0.05)`, 10*time.Second)
 	b.waitJS("the line is marked", `document.querySelector('#transcript .cue[data-start="2.4"]').classList.contains('active')`, 10*time.Second)
+
+	// Storyboard scrubbing: pointing at 90% of the bar (5.4 s of 6)
+	// shows the second tile (one per 5 s) and the time; a click seeks.
+	at := eval[struct{ X, Y float64 }](b, `(() => { const r = document.querySelector('#storyboard .sb-track').getBoundingClientRect();
+		return {x: r.left + r.width * 0.9, y: r.top + r.height / 2} })()`)
+	b.run("point at the storyboard", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, at.X, at.Y))
+	b.waitJS("the storyboard tile shows", `(() => { const p = document.querySelector('#storyboard .sb-preview'), t = p.querySelector('.sb-tile');
+		return !p.hidden && t.style.backgroundImage.includes('storyboard') && t.style.backgroundPosition.startsWith('-160px')
+			&& p.querySelector('.sb-time').textContent.includes('0:05') })()`, 10*time.Second)
 	b.screenshot("asset")
+	b.run("click the storyboard", chromedp.MouseClickXY(at.X, at.Y))
+	b.waitJS("the player seeks to the storyboard's time", `window.__seeks.some(t => Math.abs(t - 5.4) < 0.3)`, 10*time.Second)
+
+	// Reprocess from the page: the status goes back to pending or processing
+	// to succeeded, live, and the player is the same element throughout.
+	eval[bool](b, `(() => { window.confirm = () => true; window.__player = document.querySelector('#player'); window.__statuses = [];
+		const el = document.querySelector('#asset-status');
+		new MutationObserver(() => window.__statuses.push(el.textContent)).observe(el, {childList: true, characterData: true, subtree: true});
+		return true })()`)
+	b.run("reprocess", chromedp.Click(chromedp.CSS("#reprocess")))
+	b.waitJS("the reprocessed asset succeeds again", `window.__statuses.some(s => s.includes('processing') || s.includes('pending')) &&
+		window.__statuses.at(-1).includes('succeeded')`, time.Minute)
+	if !eval[bool](b, `window.__player === document.querySelector('#player')`) {
+		t.Error("the player was replaced when the asset was reprocessed")
+	}
 
 	// The metrics page charts the history.
 	b.run("open metrics", chromedp.Navigate(h.URL()+"/ui/#/metrics"))
