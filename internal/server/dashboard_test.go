@@ -162,6 +162,11 @@ func (b *browser) screenshot(name string) {
 	}
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
+	// From the top, so that the sticky header sits there in the picture.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0); true`)); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // the whole page, as PNG
 	if err != nil {
 		b.t.Errorf("screenshot %s: %v", name, err)
@@ -302,14 +307,20 @@ pipelines:
 
 	// Storyboard scrubbing: pointing at 90% of the bar (5.4 s of 6)
 	// shows the second tile (one per 5 s) and the time; a click seeks.
-	at := eval[struct{ X, Y float64 }](b, `(() => { const r = document.querySelector('#storyboard .sb-track').getBoundingClientRect();
-		return {x: r.left + r.width * 0.9, y: r.top + r.height / 2} })()`)
-	b.run("point at the storyboard", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, at.X, at.Y))
+	storyboardPoint := func() (x, y float64) {
+		b.run("scroll to the storyboard", chromedp.ScrollIntoView(chromedp.CSS("#storyboard .sb-track")))
+		at := eval[struct{ X, Y float64 }](b, `(() => { const r = document.querySelector('#storyboard .sb-track').getBoundingClientRect();
+			return {x: r.left + r.width * 0.9, y: r.top + r.height / 2} })()`)
+		return at.X, at.Y
+	}
+	x, y := storyboardPoint()
+	b.run("point at the storyboard", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y))
 	b.waitJS("the storyboard tile shows", `(() => { const p = document.querySelector('#storyboard .sb-preview'), t = p.querySelector('.sb-tile');
 		return !p.hidden && t.style.backgroundImage.includes('storyboard') && t.style.backgroundPosition.startsWith('-160px')
 			&& p.querySelector('.sb-time').textContent.includes('0:05') })()`, 10*time.Second)
-	b.screenshot("asset")
-	b.run("click the storyboard", chromedp.MouseClickXY(at.X, at.Y))
+	b.screenshot("asset") // scrolls
+	x, y = storyboardPoint()
+	b.run("click the storyboard", chromedp.MouseClickXY(x, y))
 	b.waitJS("the player seeks to the storyboard's time", `window.__seeks.some(t => Math.abs(t - 5.4) < 0.3)`, 10*time.Second)
 
 	// Reprocess from the page: the status goes back to pending or processing
