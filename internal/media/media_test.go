@@ -149,7 +149,7 @@ func TestProbe(t *testing.T) {
 func layout(m *pipeline.Media) string {
 	var parts []string
 	for _, s := range m.Streams {
-		parts = append(parts, fmt.Sprintf("%s/%s/%dx%d/%dHz/%dch", s.Type, s.Codec, s.Width, s.Height, s.SampleRate, s.Channels))
+		parts = append(parts, fmt.Sprintf("%s/%s(%s)/%dx%d/%dHz/%dch", s.Type, s.Codec, s.Profile, s.Width, s.Height, s.SampleRate, s.Channels))
 	}
 	return strings.Join(parts, ",")
 }

@@ -113,7 +113,7 @@ func parseProbe(data []byte, stderr string) (*pipeline.Media, error) {
 			Index:           s.Index,
 			Type:            s.CodecType,
 			Codec:           s.CodecName,
-			Profile:         s.Profile,
+			Profile:         profileName(s.CodecName, s.Profile),
 			Width:           s.Width,
 			Height:          s.Height,
 			PixelFormat:     s.PixFmt,
@@ -238,4 +238,26 @@ func lastLine(stderr string) string {
 // whole stderr tail for the logs.
 func ffmpegFailure(stderr string, err error) error {
 	return &pipeline.MediaError{Reason: "ffmpeg: " + lastLine(stderr), Err: fmt.Errorf("%w\n%s", err, stderr)}
+}
+
+// profileNames are the names of the numbers FFmpeg gives profiles (its
+// FF_PROFILE_* values) for common codecs. The WebAssembly build's ffprobe
+// prints the numbers where native ffprobe prints these names, so both
+// engines describe a stream the same way.
+var profileNames = map[string]map[string]string{
+	"h264": {"66": "Baseline", "578": "Constrained Baseline", "77": "Main", "88": "Extended", "100": "High",
+		"110": "High 10", "2158": "High 10 Intra", "122": "High 4:2:2", "2170": "High 4:2:2 Intra",
+		"244": "High 4:4:4 Predictive", "2292": "High 4:4:4 Intra", "44": "CAVLC 4:4:4"},
+	"hevc": {"1": "Main", "2": "Main 10", "3": "Main Still Picture", "4": "Rext"},
+	"aac":  {"0": "Main", "1": "LC", "2": "SSR", "3": "LTP", "4": "HE-AAC", "28": "HE-AACv2", "22": "LD", "38": "ELD"},
+	"vp9":  {"0": "Profile 0", "1": "Profile 1", "2": "Profile 2", "3": "Profile 3"},
+	"av1":  {"0": "Main", "1": "High", "2": "Professional"},
+}
+
+// profileName is a profile's name where ffprobe gave its number.
+func profileName(codec, profile string) string {
+	if name, ok := profileNames[codec][profile]; ok {
+		return name
+	}
+	return profile
 }
