@@ -369,7 +369,7 @@ func run[R any](ctx context.Context, g *Gateway, call Call, j job[R]) (R, Meta, 
 		for _, m := range chain {
 			data, ok, err := g.cache.Get(ctx, cacheKey(j.task, m.name, m.p.Model(j.task), j.digest))
 			if err != nil {
-				g.log.Warn("ai: cache read failed", "task", j.task, "error", err)
+				g.log.WarnContext(ctx, "ai: cache read failed", "task", j.task, "error", err)
 				continue
 			}
 			if !ok {
@@ -377,7 +377,7 @@ func run[R any](ctx context.Context, g *Gateway, call Call, j job[R]) (R, Meta, 
 			}
 			var r R
 			if err := json.Unmarshal(data, &r); err != nil {
-				g.log.Warn("ai: cached result unreadable", "task", j.task, "provider", m.name, "error", err)
+				g.log.WarnContext(ctx, "ai: cached result unreadable", "task", j.task, "provider", m.name, "error", err)
 				continue
 			}
 			g.metrics.cache.WithLabelValues(string(j.task), "hit").Inc()
@@ -439,7 +439,7 @@ func (g *Gateway) store(ctx context.Context, t Task, key string, r any) {
 		err = g.cache.Put(context.WithoutCancel(ctx), key, data)
 	}
 	if err != nil {
-		g.log.Warn("ai: cache write failed", "task", t, "error", err)
+		g.log.WarnContext(ctx, "ai: cache write failed", "task", t, "error", err)
 	}
 }
 
@@ -507,7 +507,7 @@ func try[R any](ctx context.Context, g *Gateway, m *member, j job[R]) (R, Usage,
 			return zero, Usage{}, calls, fmt.Errorf("%w (not retried: a wait of %v exceeds the %v left)", err, wait.Round(time.Millisecond), left.Round(time.Millisecond))
 		}
 		g.metrics.retries.WithLabelValues(m.name).Inc()
-		g.log.Debug("ai: retrying", "task", j.task, "provider", m.name, "attempt", attempt+1, "wait", wait, "error", err)
+		g.log.DebugContext(ctx, "ai: retrying", "task", j.task, "provider", m.name, "attempt", attempt+1, "wait", wait, "error", err)
 		if err := g.sleep(ctx, wait); err != nil {
 			return zero, Usage{}, calls, err
 		}
@@ -620,7 +620,7 @@ func (g *Gateway) health(ctx context.Context, m *member) error {
 			return err // not the provider's fault; do not remember it
 		}
 		m.healthErr = fmt.Errorf("%s: %w: %w", m.name, ErrUnavailable, err)
-		g.log.Warn("ai: provider unavailable", "provider", m.name, "error", err, "recheck_in", g.ttl)
+		g.log.WarnContext(ctx, "ai: provider unavailable", "provider", m.name, "error", err, "recheck_in", g.ttl)
 	}
 	m.healthUntil = now.Add(g.ttl)
 	return m.healthErr

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sluice-media/sluice/internal/telemetry"
 )
 
 // Outcome is how a step ended.
@@ -255,7 +257,8 @@ func (run *run) once(ctx context.Context, s *StepSpec, job *Job) (Result, time.D
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
 	}
-	sctx, cancel := context.WithTimeout(ctx, timeout)
+	// What the step logs with its context names the step.
+	sctx, cancel := context.WithTimeout(telemetry.WithStep(ctx, s.ID), timeout)
 	defer cancel()
 	start := time.Now()
 	res, err := runSafely(sctx, job, s.step)

@@ -12,6 +12,7 @@ type ctxKey int
 const (
 	requestIDKey ctxKey = iota
 	assetKey
+	stepKey
 )
 
 // WithRequestID returns ctx carrying the request's id, for logs.
@@ -30,9 +31,14 @@ func WithAsset(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, assetKey, id)
 }
 
+// WithStep returns ctx carrying the pipeline step running in it, for logs.
+func WithStep(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, stepKey, id)
+}
+
 // ContextHandler adds what a record's context knows to every record
 // logged with one (the *Context logging methods): request_id, asset,
-// trace_id and span_id, so that a log line can be found from a request,
+// step, trace_id and span_id, so that a log line can be found from a request,
 // an asset or a trace, and the other way round.
 type ContextHandler struct{ slog.Handler }
 
@@ -44,6 +50,9 @@ func (h ContextHandler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		if id, _ := ctx.Value(assetKey).(string); id != "" {
 			r.AddAttrs(slog.String("asset", id))
+		}
+		if id, _ := ctx.Value(stepKey).(string); id != "" {
+			r.AddAttrs(slog.String("step", id))
 		}
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 			r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))

@@ -17,7 +17,7 @@ func TestContextHandler(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(telemetry.ContextHandler{Handler: slog.NewJSONHandler(&buf, nil)}).With("component", "test")
 	tr := telemetry.NewTracingWith(sdktrace.NewSimpleSpanProcessor(tracetest.NewInMemoryExporter()), "all")
-	ctx, span := tr.Tracer.Start(telemetry.WithAsset(telemetry.WithRequestID(context.Background(), "req1"), "a1"), "op")
+	ctx, span := tr.Tracer.Start(telemetry.WithStep(telemetry.WithAsset(telemetry.WithRequestID(context.Background(), "req1"), "a1"), "hls"), "op")
 	log.InfoContext(ctx, "hello")
 	span.End()
 	log.Info("no context")
@@ -30,7 +30,7 @@ func TestContextHandler(t *testing.T) {
 	if err := dec.Decode(&second); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"request_id": "req1", "asset": "a1", "component": "test",
+	want := map[string]any{"request_id": "req1", "asset": "a1", "step": "hls", "component": "test",
 		"trace_id": span.SpanContext().TraceID().String(), "span_id": span.SpanContext().SpanID().String()}
 	for k, v := range want {
 		if first[k] != v {

@@ -131,7 +131,8 @@ func (s *Service) tusCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileIn
 	if err := ValidateMetadata(md); err != nil {
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INVALID_METADATA", err.Error(), http.StatusBadRequest)
 	}
-	a, err := s.newAsset(s.hookContext(hook), info.MetaData["filename"], info.MetaData["filetype"], info.Size, md, info.MetaData["visibility"])
+	ctx := s.hookContext(hook)
+	a, err := s.newAsset(ctx, info.MetaData["filename"], info.MetaData["filetype"], info.Size, md, info.MetaData["visibility"])
 	if errors.Is(err, ErrInvalid) {
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INVALID_METADATA", err.Error(), http.StatusBadRequest)
 	}
@@ -139,7 +140,7 @@ func (s *Service) tusCreate(hook tusd.HookEvent) (tusd.HTTPResponse, tusd.FileIn
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_QUOTA_EXCEEDED", err.Error(), http.StatusTooManyRequests)
 	}
 	if err != nil {
-		s.log.Error("upload: tus create", "err", err)
+		s.log.ErrorContext(ctx, "upload: tus create", "err", err)
 		return tusd.HTTPResponse{}, tusd.FileInfoChanges{}, tusd.NewError("ERR_INTERNAL", "could not create the asset", http.StatusInternalServerError)
 	}
 	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Sluice-Asset-Id": a.ID}},
@@ -169,7 +170,7 @@ func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
 	ctx := hook.Context
 	info := hook.Upload
 	fail := func(err error) (tusd.HTTPResponse, error) {
-		s.log.Error("upload: tus finish", "asset", info.ID, "err", err)
+		s.log.ErrorContext(ctx, "upload: tus finish", "asset", info.ID, "err", err)
 		s.metrics.Uploads.WithLabelValues("tus", "error").Inc()
 		return tusd.HTTPResponse{}, tusd.NewError("ERR_INTERNAL", "could not store the upload", http.StatusInternalServerError)
 	}
@@ -201,7 +202,7 @@ func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
 		_ = os.Remove(info.Storage["Path"])
 		_ = os.Remove(info.Storage["InfoPath"])
 		if serr := s.store.SetAssetStatus(ctx, a.ID, store.StatusFailed, err.Error()); serr != nil {
-			s.log.Error("upload: mark refused tus upload failed", "asset", a.ID, "err", serr)
+			s.log.ErrorContext(ctx, "upload: mark refused tus upload failed", "asset", a.ID, "err", serr)
 		}
 		return tusd.HTTPResponse{}, tusd.NewError("ERR_UNSUPPORTED_TYPE", err.Error(), http.StatusUnsupportedMediaType)
 	}

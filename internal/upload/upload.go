@@ -306,7 +306,7 @@ func (s *Service) newAsset(ctx context.Context, name, contentType string, size i
 			if err != nil { // give the quota back
 				refund := store.Usage{Day: charge.Day, Bytes: -size, Assets: -1}
 				if _, rerr := s.store.AddUsage(context.WithoutCancel(ctx), p.KeyID, refund, store.Limits{}); rerr != nil {
-					s.log.Error("upload: refund quota", "key", p.KeyID, "err", rerr)
+					s.log.ErrorContext(ctx, "upload: refund quota", "key", p.KeyID, "err", rerr)
 				}
 			}
 		}()
@@ -407,11 +407,11 @@ func (s *Service) complete(ctx context.Context, a store.Asset, attrs blob.Attrs,
 		// are deleted; another system's objects are left alone.
 		if a.Key == SourceKey(a.ID) {
 			if derr := s.bucket.Delete(ctx, a.Key); derr != nil {
-				s.log.Error("upload: delete refused object", "asset", a.ID, "err", derr)
+				s.log.ErrorContext(ctx, "upload: delete refused object", "asset", a.ID, "err", derr)
 			}
 		}
 		if serr := s.store.SetAssetStatus(ctx, a.ID, store.StatusFailed, err.Error()); serr != nil {
-			s.log.Error("upload: mark refused asset failed", "asset", a.ID, "err", serr)
+			s.log.ErrorContext(ctx, "upload: mark refused asset failed", "asset", a.ID, "err", serr)
 		}
 		return err
 	}
@@ -432,7 +432,7 @@ func (s *Service) complete(ctx context.Context, a store.Asset, attrs blob.Attrs,
 		EventTime: s.now().UTC(), AssetID: a.ID,
 	}
 	if err := s.pub.Publish(ctx, ev); err != nil {
-		s.log.Error("upload: publish event; reconcile will retry", "asset", a.ID, "err", err)
+		s.log.ErrorContext(ctx, "upload: publish event; reconcile will retry", "asset", a.ID, "err", err)
 		return nil
 	}
 	s.metrics.EventsPublished.WithLabelValues("upload").Inc()
@@ -463,7 +463,7 @@ func (s *Service) Reprocess(ctx context.Context, a store.Asset, steps []string, 
 	}
 	if err := s.pub.Publish(ctx, ev); err != nil {
 		if rerr := s.store.SetAssetStatus(context.WithoutCancel(ctx), a.ID, a.Status, a.Error); rerr != nil {
-			s.log.Error("upload: restore status after a failed reprocess", "asset", a.ID, "err", rerr)
+			s.log.ErrorContext(ctx, "upload: restore status after a failed reprocess", "asset", a.ID, "err", rerr)
 		}
 		return err
 	}
