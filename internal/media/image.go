@@ -164,7 +164,11 @@ func (s *Image) Run(ctx context.Context, job *pipeline.Job) (pipeline.Result, er
 				// JPEG has no transparency: lay the picture on white
 				// rather than let FFmpeg drop the alpha channel, which
 				// shows whatever colour transparent pixels happen to hold.
-				fmt.Fprintf(&graph, ";color=c=white:s=%dx%d,format=rgb24[bg%s];[bg%s][%s]overlay=shortest=1:format=rgb[%sj]",
+				// The white is one frame, not an endless source: were the
+				// picture never to decode (a truncated file), an endless
+				// background would keep FFmpeg waiting for it, spinning,
+				// until the step's timeout.
+				fmt.Fprintf(&graph, ";color=c=white:s=%dx%d:r=1:d=1,format=rgb24[bg%s];[bg%s][%s]overlay=shortest=1:format=rgb[%sj]",
 					width, height, label, label, label, label)
 				label += "j"
 			}

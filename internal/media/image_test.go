@@ -308,6 +308,23 @@ func TestImageVariants(t *testing.T) {
 	}
 }
 
+// TestImageTruncated: a transparent PNG cut short of its pixels fails
+// as bad media on each engine, at once, rather than leaving FFmpeg
+// spinning until the step's timeout (the JPEG variants' white background
+// once was an endless source waiting for a picture that never came).
+func TestImageTruncated(t *testing.T) {
+	mediatest.RequireFFmpeg(t)
+	png := filepath.Join(t.TempDir(), "cut.png")
+	mediatest.PNG(t, png, 640, 480)
+	forEngines(t, func(t *testing.T, e *media.Engines) string {
+		_, _, err := run(t, e, png, "image")
+		if !pipeline.IsMediaError(err) {
+			t.Fatalf("err = %v, want a media error", err)
+		}
+		return "media error"
+	})
+}
+
 // TestImageStripsMetadata: a JPEG carrying EXIF, an ICC profile and a
 // comment yields variants that carry none of them.
 func TestImageStripsMetadata(t *testing.T) {
