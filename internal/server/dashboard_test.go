@@ -200,6 +200,17 @@ pipelines:
       - {uses: hls, with: {heights: [240], segment_duration: 2s}}
       - uses: storyboard
       - uses: transcript
+  - name: audio
+    match: {content_types: ["audio/*"]}
+    steps:
+      - uses: probe
+      - uses: audio
+      - uses: waveform
+  - name: image
+    match: {content_types: ["image/*"]}
+    steps:
+      - uses: probe
+      - uses: image
 `)}
 	h := start(t, cfg)
 	dir := t.TempDir()
@@ -340,6 +351,23 @@ pipelines:
 	b.run("open metrics", chromedp.Navigate(h.URL()+"/ui/#/metrics"))
 	b.waitJS("the charts", `document.querySelectorAll('#charts figure.chart canvas').length >= 6`, 20*time.Second)
 	b.screenshot("metrics")
+
+	// An audio asset plays in the same player, with its waveform; an
+	// image shows its picture.
+	song := h.wait(t, h.uploadPut(t, mediatest.Generate(t, dir, "song", mediatest.Clip{Duration: 4, Audio: true, Ext: ".m4a"})))
+	b.run("open the audio asset", chromedp.Navigate(h.URL()+"/ui/#/assets/"+song.ID),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#asset[data-id="%s"]`, song.ID))))
+	b.waitJS("the audio player is set up", `document.querySelector('#player')?.dataset.source === 'audio'`, 20*time.Second)
+	eval[bool](b, `document.querySelector('#player').muted = true; document.querySelector('#player').play(); true`)
+	b.waitJS("the audio plays", `document.querySelector('#player').currentTime > 0.5`, 30*time.Second)
+	b.waitJS("the audio's waveform", `document.querySelector('canvas#waveform')?.width > 0`, 10*time.Second)
+	png := filepath.Join(dir, "picture.png")
+	mediatest.Run(t, "ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=640x480", "-frames:v", "1", "-update", "1", png)
+	picture := h.wait(t, h.uploadPut(t, png))
+	b.run("open the image asset", chromedp.Navigate(h.URL()+"/ui/#/assets/"+picture.ID),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#asset[data-id="%s"]`, picture.ID))))
+	b.waitJS("the image shows", `(() => { const i = document.querySelector('.player-fallback img'); return i && i.complete && i.naturalWidth > 0 })()`, 20*time.Second)
+	b.screenshot("image")
 
 	// A dead letter, replayed from the queue page once its bytes are back.
 	lost := mediatest.Generate(t, dir, "lost", mediatest.Clip{Width: 320, Height: 240, Duration: 2, Video: true, Audio: true})

@@ -266,10 +266,12 @@ class AssetPage {
     const picture = this.byName.get('preview.webp') || this.byName.get('thumbnail.jpg') ||
       (a.outputs || []).find((o) => (o.content_type || '').startsWith('image/'));
     const running = a.status === 'pending' || a.status === 'processing';
-    const note = running ? 'Nothing to play yet: the asset is still being processed.' : 'No playable output for this asset.';
-    fill(this.fallbackEl, 
+    const still = (a.content_type || '').startsWith('image/');
+    let note = running ? 'Nothing to play yet: the asset is still being processed.' : 'No playable output for this asset.';
+    if (still && picture) note = ''; // a picture is all an image has to show
+    fill(this.fallbackEl,
       picture ? h('img', { src: picture.url, alt: a.name || 'preview', class: 'fallback-image' }) : null,
-      h('p', { class: 'muted', text: note }));
+      note ? h('p', { class: 'muted', text: note }) : null);
     this.fallbackEl.hidden = false;
   }
 
