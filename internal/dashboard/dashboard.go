@@ -27,11 +27,19 @@ var files embed.FS
 // Prefix is where the dashboard is mounted.
 const Prefix = "/ui/"
 
-// CSP is the Content-Security-Policy of the dashboard's files: scripts,
-// styles and connections only from the serving origin (plus media from
-// origins given to Handler), no inline code, no framing.
-const CSP = "default-src 'self'; img-src 'self' data: blob:%s; media-src 'self' blob:%s; connect-src 'self'%s; " +
-	"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+// policy is the Content-Security-Policy of the dashboard's files:
+// scripts, styles and connections only from the serving origin (images,
+// media and fetches also from origins), no inline code, no plugins, no
+// framing.
+func policy(origins []string) string {
+	extra := ""
+	if len(origins) > 0 {
+		extra = " " + strings.Join(origins, " ")
+	}
+	return "default-src 'self'; img-src 'self' data: blob:" + extra + "; media-src 'self' blob:" + extra +
+		"; connect-src 'self'" + extra + "; style-src 'self'; script-src 'self'; object-src 'none'; " +
+		"base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+}
 
 // Handler serves the dashboard's files under Prefix. mediaOrigins are
 // further origins outputs are served from (a CDN or the public URL when
@@ -54,11 +62,7 @@ func Handler(mediaOrigins ...string) http.Handler {
 		etags["/"+p] = `"` + hex.EncodeToString(sum[:12]) + `"`
 		return nil
 	})
-	extra := ""
-	if len(mediaOrigins) > 0 {
-		extra = " " + strings.Join(mediaOrigins, " ")
-	}
-	csp := strings.ReplaceAll(CSP, "%s", extra)
+	csp := policy(mediaOrigins)
 	files := http.StripPrefix(strings.TrimSuffix(Prefix, "/"), http.FileServerFS(sub))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()

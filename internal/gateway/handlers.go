@@ -167,9 +167,8 @@ func (g *Gateway) getAsset(w http.ResponseWriter, r *http.Request) {
 	v := assetView(a, outputs, steps, g.baseURL(r))
 	if g.private(a) {
 		v.Visibility = pipeline.DeliveryPrivate
-		expires := time.Now().Add(g.cfg.PrivateURLTTL)
 		for i, o := range outputs {
-			v.Outputs[i].URL = g.deps.Delivery.SignedURL(g.baseURL(r), a.ID, o.Key, o.ETag, expires)
+			v.Outputs[i].URL = g.outputURL(r, a, o)
 		}
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -195,11 +194,16 @@ func (g *Gateway) thumbnailURL(r *http.Request, a store.Asset) (string, error) {
 	if i < 0 {
 		return "", nil
 	}
-	o := outputs[i]
+	return g.outputURL(r, a, outputs[i]), nil
+}
+
+// outputURL is where a client fetches one of an asset's outputs: signed
+// and expiring when the asset is private.
+func (g *Gateway) outputURL(r *http.Request, a store.Asset, o store.Output) string {
 	if g.private(a) {
-		return g.deps.Delivery.SignedURL(g.baseURL(r), a.ID, o.Key, o.ETag, time.Now().Add(g.cfg.PrivateURLTTL)), nil
+		return g.deps.Delivery.SignedURL(g.baseURL(r), a.ID, o.Key, o.ETag, time.Now().Add(g.cfg.PrivateURLTTL))
 	}
-	return delivery.URL(g.baseURL(r), o.Key, o.ETag), nil
+	return delivery.URL(g.baseURL(r), o.Key, o.ETag)
 }
 
 // private reports whether an asset's outputs are served only through
