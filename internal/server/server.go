@@ -155,6 +155,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.uploads = upload.New(cfg.Upload, s.store, s.bucket, s.queue, signer, s.Metrics, log)
+	if cfg.S3.Bucket != "" && cfg.Role != config.RoleWorker {
+		// Resumable uploads in progress live in the bucket, where every
+		// gateway sees them; their locks go in NATS, where every gateway
+		// sees them too, so that no gateway needs session affinity.
+		locks, err := s.queue.Locks(ctx, tusLockTTL)
+		if err != nil {
+			return nil, err
+		}
+		s.uploads.UseLocks(locks)
+	}
 	icfg := cfg.Ingest
 	if icfg.MaxBytes == 0 {
 		icfg.MaxBytes = cfg.Upload.MaxSize
@@ -302,6 +312,10 @@ func (s *Server) private(a store.Asset) bool {
 	}
 	return s.cfg.Delivery == pipeline.DeliveryPrivate
 }
+
+// tusLockTTL is how long the lock of a resumable upload outlives a
+// gateway that died holding it (tusd waits 20 s for a lock).
+const tusLockTTL = 15 * time.Second
 
 // AdminToken is the admin key this start created, or "" when keys
 // existed already or the token came from the environment.

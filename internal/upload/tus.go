@@ -41,8 +41,8 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 	if b, ok := s.bucket.(s3Bucket); ok {
 		// Parts go straight to the bucket as a multipart upload of the
 		// asset's key, all of one size (R2 refuses others); tusd's own
-		// .info and .part objects live under tus/. Locks are this
-		// process's: route a tus upload's requests to one gateway.
+		// .info and .part objects live under tus/. With shared locks
+		// (UseLocks) any gateway can serve any request of an upload.
 		st := s3store.New(b.Name(), detachedS3{b.Client()})
 		st.ObjectPrefix = "uploads/"
 		st.MetadataObjectPrefix = tusPrefix
@@ -52,7 +52,11 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 	} else {
 		filestore.New(s.cfg.TusDir).UseIn(composer)
 	}
-	filelocker.New(s.cfg.TusDir).UseIn(composer)
+	if s.locks != nil {
+		composer.UseLocker(sharedLocker{s.locks})
+	} else {
+		filelocker.New(s.cfg.TusDir).UseIn(composer)
+	}
 
 	h, err := tusd.NewHandler(tusd.Config{
 		StoreComposer:              composer,
@@ -70,6 +74,52 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 		return nil, fmt.Errorf("upload: tus handler: %w", err)
 	}
 	return s.withPrincipal(s.withExpiration(h)), nil
+}
+
+// Locks are exclusive locks every gateway shares (queue.Locks), so that
+// the requests of one resumable upload may reach any of them.
+type Locks interface {
+	// Acquire takes the named lock, waiting until ctx ends; onRequest
+	// is called when another request wants it.
+	Acquire(ctx context.Context, name string, onRequest func()) (release func() error, err error)
+}
+
+// UseLocks makes resumable uploads lock through l rather than through
+// files in the tus dir, which only this process sees. Call it before
+// TusHandler. It only helps with an S3 bucket, where every gateway sees
+// the uploads in progress.
+func (s *Service) UseLocks(l Locks) { s.locks = l }
+
+// sharedLocker is tusd's Locker over shared Locks.
+type sharedLocker struct{ locks Locks }
+
+func (l sharedLocker) NewLock(id string) (tusd.Lock, error) {
+	return &sharedLock{locks: l.locks, id: id}, nil
+}
+
+type sharedLock struct {
+	locks   Locks
+	id      string
+	release func() error
+}
+
+func (l *sharedLock) Lock(ctx context.Context, requestUnlock func()) error {
+	release, err := l.locks.Acquire(ctx, "tus/"+l.id, requestUnlock)
+	if err != nil {
+		if ctx.Err() != nil {
+			return tusd.ErrLockTimeout
+		}
+		return err
+	}
+	l.release = release
+	return nil
+}
+
+func (l *sharedLock) Unlock() error {
+	if l.release == nil {
+		return nil
+	}
+	return l.release()
 }
 
 // tusPrefix is where tusd's S3 store keeps its own objects.

@@ -138,9 +138,10 @@ type Service struct {
 	// principals maps a tus request's reference to its principal while
 	// the request runs (see withPrincipal).
 	principals sync.Map
+	tusS3      bool  // resumable uploads go straight to an S3 bucket
+	locks      Locks // shared locks for resumable uploads; nil: files in the tus dir
 
 	// URL ingest (fetch.go): nil fetcher when not enabled.
-	tusS3      bool // resumable uploads go straight to an S3 bucket
 	fetcher    Fetcher
 	fetchSem   chan struct{}
 	fetches    sync.WaitGroup
