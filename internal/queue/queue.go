@@ -423,14 +423,62 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// SubscribeRaw delivers messages published on subject (plain NATS, such
+// RawStream is the JetStream stream that keeps the plain NATS messages
+// ConsumeRaw reads.
+const RawStream = "SLUICE_RAW"
+
+// ConsumeRaw delivers the messages published on subject (plain NATS, such
 // as an S3 server's bucket notifications) to fn, each to one of the
-// processes subscribed with the same group. Delivery is at most once:
-// the reconciler finds uploads whose notification was lost.
-func (q *Queue) SubscribeRaw(subject, group string, fn func(data []byte)) (stop func(), err error) {
-	sub, err := q.nc.QueueSubscribe(subject, group, func(m *nats.Msg) { fn(m.Data) })
-	if err != nil {
-		return nil, fmt.Errorf("queue: subscribe %s: %w", subject, err)
+// processes consuming with the same name, at least once: a JetStream
+// stream keeps what is published there from the first ConsumeRaw on (for
+// a day), so that a message published while no process listens, or one
+// whose fn fails, comes again (up to 10 deliveries, backing off; then it
+// is dropped with a log line, and the reconciler finds the upload). stop
+// ends the delivery in this process.
+func (q *Queue) ConsumeRaw(ctx context.Context, subject, name string, fn func(ctx context.Context, data []byte) error) (stop func(), err error) {
+	if strings.HasPrefix(subject, "sluice.") || strings.HasPrefix(subject, "$") {
+		return nil, fmt.Errorf("queue: subject %q is Sluice's or NATS's own", subject)
 	}
-	return func() { _ = sub.Unsubscribe() }, nil
+	if _, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        RawStream,
+		Description: "Plain NATS messages Sluice consumes (bucket notifications)",
+		Subjects:    []string{subject},
+		MaxAge:      24 * time.Hour,
+		Replicas:    q.cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	}); err != nil {
+		return nil, fmt.Errorf("queue: stream for %s: %w", subject, err)
+	}
+	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
+	cons, err := q.js.CreateOrUpdateConsumer(ctx, RawStream, jetstream.ConsumerConfig{
+		Durable:       name,
+		FilterSubject: subject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxDeliver:    10,
+		BackOff:       backoff,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: consumer for %s: %w", subject, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if err := fn(ctx, m.Data()); err != nil {
+			n := 1
+			if meta, merr := m.Metadata(); merr == nil {
+				n = int(meta.NumDelivered)
+			}
+			if n >= 10 {
+				q.log.Error("queue: giving up on a message", "subject", subject, "err", err)
+				_ = m.Term()
+				return
+			}
+			_ = m.NakWithDelay(backoff[min(n, len(backoff))-1])
+			return
+		}
+		_ = m.Ack()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: consume %s: %w", subject, err)
+	}
+	return cc.Stop, nil
 }

@@ -265,7 +265,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if err := s.openBucketEvents(cfg); err != nil {
+	if err := s.openBucketEvents(ctx, cfg); err != nil {
 		return nil, err
 	}
 	if cfg.TLSCert != "" {
@@ -458,25 +458,30 @@ func (s *Server) openEngines(cfg config.Config, log *slog.Logger) (*media.Engine
 // openBucketEvents subscribes to the store's own notifications, when
 // configured: S3 events on a NATS subject, R2 events from a Cloudflare
 // Queue. Gateways (and single processes) take them; workers do not.
-func (s *Server) openBucketEvents(cfg config.Config) error {
+func (s *Server) openBucketEvents(ctx context.Context, cfg config.Config) error {
 	if cfg.Role == config.RoleWorker {
 		return nil
 	}
 	if cfg.BucketEventsSubject != "" {
 		dec := notify.S3Decoder{RawKeys: cfg.S3RawKeys}
-		stop, err := s.queue.SubscribeRaw(cfg.BucketEventsSubject, "sluice-bucket-events", func(data []byte) {
+		stop, err := s.queue.ConsumeRaw(ctx, cfg.BucketEventsSubject, "sluice-bucket-events", func(ctx context.Context, data []byte) error {
 			evs, err := dec.Decode(data)
 			if err != nil {
-				s.log.Warn("bucket notification on NATS: undecodable", "err", err)
-				return
+				s.log.Warn("bucket notification on NATS: undecodable; dropped", "err", err)
+				return nil // it would not decode next time either
 			}
 			for _, ev := range evs {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				if err := s.bucketEvent(ctx, ev); err != nil {
-					s.log.Warn("bucket notification on NATS", "key", ev.Key, "err", err)
-				}
+				ctx, cancel := context.WithTimeout(ctx, time.Minute)
+				err := s.bucketEvent(ctx, ev)
 				cancel()
+				if err != nil {
+					// Events already handled are deduplicated when the
+					// notification comes again.
+					s.log.Warn("bucket notification on NATS; will retry", "key", ev.Key, "err", err)
+					return err
+				}
 			}
+			return nil
 		})
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-media/sluice/internal/queue"
 )
@@ -107,4 +108,73 @@ func TestLocks(t *testing.T) {
 	}
 	t.Logf("a dead holder's lock was free after %s (TTL 2s)", time.Since(start).Round(100*time.Millisecond))
 	_ = releaseB()
+}
+
+// TestConsumeRaw: plain NATS messages on a subject reach one of the
+// consumers sharing a name, at least once: a message whose handler fails
+// comes again, and one published while nobody consumes waits.
+func TestConsumeRaw(t *testing.T) {
+	url := natsServer(t)
+	q := open(t, "", func(c *queue.Config) { c.URL = url })
+	defer q.Close()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+
+	if _, err := q.ConsumeRaw(ctx(t), "sluice.events.x", "c", func(context.Context, []byte) error { return nil }); err == nil {
+		t.Error("consuming one of Sluice's own subjects was allowed")
+	}
+
+	got := make(chan string, 10)
+	var failed atomic.Bool
+	handler := func(_ context.Context, data []byte) error {
+		if string(data) == "flaky" && !failed.Swap(true) {
+			return errors.New("not now")
+		}
+		got <- string(data)
+		return nil
+	}
+	stop, err := q.ConsumeRaw(ctx(t), "bucket.events", "c", handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"one", "flaky"} {
+		if err := nc.Publish("bucket.events", []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]bool{"one": true, "flaky": true}
+	for range 2 {
+		select {
+		case m := <-got:
+			delete(want, m)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("messages not delivered: %v", want)
+		}
+	}
+	if len(want) != 0 || !failed.Load() {
+		t.Errorf("undelivered %v, flaky failed once: %v", want, failed.Load())
+	}
+
+	// Published while no process consumes: delivered when one starts.
+	stop()
+	if err := nc.Publish("bucket.events", []byte("later")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	stop2, err := q.ConsumeRaw(ctx(t), "bucket.events", "c", handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop2()
+	select {
+	case m := <-got:
+		if m != "later" {
+			t.Errorf("got %q, want the message published while no one consumed", m)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a message published while no one consumed was lost")
+	}
 }
