@@ -52,7 +52,7 @@ func pipelinesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if n, err := media.NewNative(cfg.Native); err == nil {
 		engines.Native = n
 	}
-	gw, err := server.OpenAI(cfg.AIConfig, filepath.Join(os.TempDir(), "sluice-ai-cache"), nil, newLogger(io.Discard))
+	gw, err := server.OpenAI(cfg.AIConfig, filepath.Join(os.TempDir(), "sluice-ai-cache"), nil, nil, newLogger(io.Discard))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package ai
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -13,6 +14,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/sluice-media/sluice/internal/blob"
 )
 
 // Cache stores results of provider calls by key (a hex SHA-256 of the
@@ -55,16 +58,23 @@ func NewFileCache(dir string) (*FileCache, error) {
 	return &FileCache{dir: dir}, nil
 }
 
-func (c *FileCache) path(key string) (string, error) {
-	// Keys become file names: only lower-case hex, so a key can never
-	// name a path outside the directory.
+// checkKey accepts only the keys cacheKey makes: lower-case hex, so
+// that a key can never name a path or object outside the cache.
+func checkKey(key string) error {
 	if len(key) < 4 || len(key) > 128 {
-		return "", fmt.Errorf("ai: cache: invalid key %q", key)
+		return fmt.Errorf("ai: cache: invalid key %q", key)
 	}
 	for _, r := range key {
 		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
-			return "", fmt.Errorf("ai: cache: invalid key %q", key)
+			return fmt.Errorf("ai: cache: invalid key %q", key)
 		}
+	}
+	return nil
+}
+
+func (c *FileCache) path(key string) (string, error) {
+	if err := checkKey(key); err != nil {
+		return "", err
 	}
 	return filepath.Join(c.dir, key[:2], key[2:]), nil
 }
@@ -119,6 +129,61 @@ func (c *FileCache) Put(_ context.Context, key string, value []byte) error {
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
 		os.Remove(tmp.Name())
+		return fmt.Errorf("ai: cache: %w", err)
+	}
+	return nil
+}
+
+// BucketCache is a Cache in an object store: one object per key under a
+// prefix. With a bucket every worker shares (S3, R2), every worker reuses
+// every result, where FileCache serves one machine. Objects under the
+// prefix are never delivered (delivery serves assets/ only); a bucket
+// lifecycle rule on the prefix is the eviction policy.
+type BucketCache struct {
+	Bucket blob.Bucket
+	Prefix string // e.g. "cache/ai/"
+}
+
+var _ Cache = BucketCache{}
+
+// Get returns the value stored for key; an object larger than
+// MaxCacheValue reads as a miss.
+func (c BucketCache) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	if err := checkKey(key); err != nil {
+		return nil, false, err
+	}
+	o, err := c.Bucket.Open(ctx, c.Prefix+key)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("ai: cache: %w", err)
+	}
+	defer o.Close()
+	if o.Attrs().Size > MaxCacheValue {
+		return nil, false, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(o, MaxCacheValue+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("ai: cache: %w", err)
+	}
+	if len(data) > MaxCacheValue {
+		return nil, false, nil
+	}
+	return data, true, nil
+}
+
+// Put stores value under key, replacing any earlier value.
+func (c BucketCache) Put(ctx context.Context, key string, value []byte) error {
+	if len(value) > MaxCacheValue {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrCacheValueTooLarge, len(value), MaxCacheValue)
+	}
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	_, err := c.Bucket.Put(ctx, c.Prefix+key, bytes.NewReader(value),
+		blob.PutOptions{ContentType: "application/json", Size: int64(len(value))})
+	if err != nil {
 		return fmt.Errorf("ai: cache: %w", err)
 	}
 	return nil

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluice-media/sluice/internal/blob/fileblob"
 )
 
 // gwProvider is an in-process provider that can do every task. Its
@@ -877,12 +879,11 @@ func TestGatewayNewErrors(t *testing.T) {
 	}
 }
 
-func TestFileCache(t *testing.T) {
-	dir := t.TempDir()
-	c, err := NewFileCache(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+// testCache is what every Cache must do: a miss before a Put, the last
+// value after two, values over the bound and keys that are not hex
+// refused. It returns the key it stored.
+func testCache(t *testing.T, c Cache) string {
+	t.Helper()
 	ctx := context.Background()
 	key := cacheKey(TaskOCR, "p", "m", []byte("req"))
 	if _, ok, err := c.Get(ctx, key); ok || err != nil {
@@ -898,11 +899,6 @@ func TestFileCache(t *testing.T) {
 	if err != nil || !ok || string(v) != `{"text":"hello"}` {
 		t.Errorf("Get = %q, %v, %v; want the second value", v, ok, err)
 	}
-	// Sharded by the key's first two digits, no temporary files left.
-	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
-	if len(files) != 1 || files[0] != filepath.Join(dir, key[:2], key[2:]) {
-		t.Errorf("files = %v, want just %s/%s", files, key[:2], key[2:])
-	}
 	if err := c.Put(ctx, key, make([]byte, MaxCacheValue+1)); !errors.Is(err, ErrCacheValueTooLarge) {
 		t.Errorf("Put too large: %v, want ErrCacheValueTooLarge", err)
 	}
@@ -910,6 +906,37 @@ func TestFileCache(t *testing.T) {
 		if err := c.Put(ctx, bad, []byte("x")); err == nil {
 			t.Errorf("Put(%q) accepted an invalid key", bad)
 		}
+		if _, _, err := c.Get(ctx, bad); err == nil {
+			t.Errorf("Get(%q) accepted an invalid key", bad)
+		}
+	}
+	return key
+}
+
+func TestBucketCache(t *testing.T) {
+	b, err := fileblob.Open(t.TempDir(), "media")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testCache(t, BucketCache{Bucket: b, Prefix: "cache/ai/"})
+	objs, err := b.List(context.Background(), "")
+	if err != nil || len(objs) != 1 || objs[0].Key != "cache/ai/"+key {
+		t.Errorf("objects = %+v (%v), want just cache/ai/%s", objs, err, key)
+	}
+}
+
+func TestFileCache(t *testing.T) {
+	dir := t.TempDir()
+	c, err := NewFileCache(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := testCache(t, c)
+	// Sharded by the key's first two digits, no temporary files left.
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	if len(files) != 1 || files[0] != filepath.Join(dir, key[:2], key[2:]) {
+		t.Errorf("files = %v, want just %s/%s", files, key[:2], key[2:])
 	}
 	// A file over the bound reads as a miss.
 	big := cacheKey(TaskOCR, "p", "m", []byte("big"))

@@ -22,6 +22,10 @@ import (
 )
 
 // Errors every driver maps its failures to; callers test with errors.Is.
+// TmpPrefix is where drivers put objects of their own while they work
+// (an S3 driver's parts of a large write); they are never content.
+const TmpPrefix = ".tmp/"
+
 var (
 	ErrNotFound         = errors.New("blob: object not found")
 	ErrInvalidKey       = errors.New("blob: invalid key")

@@ -55,9 +55,10 @@ func Registry(e *media.Engines, assetsDir string, g *ai.Gateway) (*pipeline.Regi
 }
 
 // OpenAI builds the inference gateway from the AI configuration file
-// (path "" for the local providers only), with its result cache in
-// cacheDir unless the file names one.
-func OpenAI(path, cacheDir string, reg prometheus.Registerer, log *slog.Logger) (*ai.Gateway, error) {
+// (path "" for the local providers only). Its result cache is the
+// directory the file names, else shared when given (a cache every worker
+// sees), else the directory cacheDir.
+func OpenAI(path, cacheDir string, shared ai.Cache, reg prometheus.Registerer, log *slog.Logger) (*ai.Gateway, error) {
 	cfg, pcs, err := ai.LoadConfig(path, os.Getenv)
 	if err != nil {
 		return nil, err
@@ -65,6 +66,9 @@ func OpenAI(path, cacheDir string, reg prometheus.Registerer, log *slog.Logger) 
 	providers, err := ai.NewProviders(pcs)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.CacheDir == "" && shared != nil {
+		return ai.New(cfg, providers, shared, reg, log)
 	}
 	if cfg.CacheDir == "" {
 		cfg.CacheDir = cacheDir
@@ -175,7 +179,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 
-	if s.ai, err = OpenAI(cfg.AIConfig, filepath.Join(cfg.DataDir, "ai-cache"), s.Metrics.Registry, log); err != nil {
+	var shared ai.Cache
+	if cfg.S3.Bucket != "" {
+		// Every worker reads and writes the same bucket: results one
+		// worker paid for serve them all.
+		shared = ai.BucketCache{Bucket: s.bucket, Prefix: upload.CachePrefix + "ai/"}
+	}
+	if s.ai, err = OpenAI(cfg.AIConfig, filepath.Join(cfg.DataDir, "ai-cache"), shared, s.Metrics.Registry, log); err != nil {
 		return nil, err
 	}
 	s.ai.Quota = auth.NewAIQuota(s.keys, s.store, log)
@@ -474,7 +484,11 @@ func (s *Server) openBucketEvents(ctx context.Context, cfg config.Config) error 
 				ctx, cancel := context.WithTimeout(ctx, time.Minute)
 				err := s.bucketEvent(ctx, ev)
 				cancel()
-				if err != nil {
+				switch {
+				case errors.Is(err, notify.ErrPoison):
+					// It would fail the same way every time.
+					s.log.Warn("bucket notification on NATS: refused", "key", ev.Key, "err", err)
+				case err != nil:
 					// Events already handled are deduplicated when the
 					// notification comes again.
 					s.log.Warn("bucket notification on NATS; will retry", "key", ev.Key, "err", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/google/uuid"
@@ -14,6 +15,15 @@ import (
 	"github.com/sluice-media/sluice/internal/event"
 	"github.com/sluice-media/sluice/internal/store"
 )
+
+// CachePrefix is where caches kept in the bucket live (the AI results
+// every worker shares).
+const CachePrefix = "cache/"
+
+// ownPrefixes are where Sluice keeps objects of its own, which are never
+// new content: outputs, tusd's bookkeeping, drivers' temporary objects,
+// caches.
+var ownPrefixes = []string{"assets/", tusPrefix, blob.TmpPrefix, CachePrefix}
 
 // ObjectCreated takes an object-created notification from the bucket
 // itself (an S3 bucket notification, an R2 event from a Cloudflare
@@ -34,11 +44,11 @@ func (s *Service) ObjectCreated(ctx context.Context, ev event.ObjectCreated) err
 	if ev.Bucket != s.bucket.Name() {
 		return fmt.Errorf("%w: notification for bucket %q; this is %q", ErrInvalid, ev.Bucket, s.bucket.Name())
 	}
+	if slices.ContainsFunc(ownPrefixes, func(p string) bool { return strings.HasPrefix(ev.Key, p) }) {
+		return nil // Sluice's own objects
+	}
 	if err := blob.ValidateKey(ev.Key); err != nil {
 		return fmt.Errorf("%w: key %q", ErrInvalid, ev.Key)
-	}
-	if strings.HasPrefix(ev.Key, "assets/") || strings.HasPrefix(ev.Key, tusPrefix) {
-		return nil // Sluice's own outputs, tusd's bookkeeping
 	}
 	attrs, err := s.bucket.Stat(ctx, ev.Key)
 	if errors.Is(err, blob.ErrNotFound) {

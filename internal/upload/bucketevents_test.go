@@ -77,8 +77,13 @@ func TestObjectCreated(t *testing.T) {
 		t.Errorf("another system's object was deleted: %v", err)
 	}
 
-	// Left alone: outputs, missing objects, unknown asset keys.
-	for _, key := range []string{"assets/x/y/thumb.jpg", "inbox/gone.mp4", "uploads/nobody"} {
+	// Left alone: Sluice's own objects (outputs, tusd's, a driver's
+	// temporary ones, caches), even when they hold media; missing
+	// objects; unknown asset keys.
+	for _, key := range []string{"assets/x/y/thumb.png", "tus/abc.info", "cache/ai/abcd"} {
+		put(key, pngHead)
+	}
+	for _, key := range []string{"assets/x/y/thumb.png", "tus/abc.info", ".tmp/put-abc", "cache/ai/abcd", "inbox/gone.mp4", "uploads/nobody"} {
 		if err := f.svc.ObjectCreated(ctx, note(key)); err != nil {
 			t.Errorf("%s: %v", key, err)
 		}

@@ -281,7 +281,7 @@ func (b *Bucket) putBuffered(ctx context.Context, key string, data []byte, d *bl
 // that size to a temporary key, checks it, and copies it onto key.
 func (b *Bucket) putMultipart(ctx context.Context, key string, src *bufio.Reader, part []byte, d *blob.Digest, opts blob.PutOptions) (blob.Attrs, error) {
 	contentType := d.ContentType(opts.ContentType)
-	tmp := tmpPrefix + "put-" + rand.Text()
+	tmp := blob.TmpPrefix + "put-" + rand.Text()
 	up, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &b.name, Key: &tmp, ContentType: &contentType})
 	if err != nil {
 		return blob.Attrs{}, b.writeErr(ctx, err)

@@ -101,8 +101,6 @@ const (
 	// hex MD5 of an object written by a multipart upload.
 	metaMD5 = "md5"
 
-	tmpPrefix = ".tmp/"
-
 	// listHeads bounds the HEAD requests List sends at once to learn
 	// content types, which a listing does not carry.
 	listHeads = 8
