@@ -18,10 +18,19 @@ import (
 
 // TestOnS3 runs a server whose bucket is a real S3 server: a resumable
 // (tus) upload goes to the bucket as a multipart upload of equal parts,
-// and the asset is processed from there; outputs land in the bucket.
+// and the asset is processed from there; outputs land in the bucket, and
+// so does the AI result cache, where every worker shares it.
 func TestOnS3(t *testing.T) {
 	endpoint, ak, sk := s3test.Start(t)
-	cfg := testConfig(t)
+	_, cfg := fakeOpenAI(t, "{transcribe: whisper-1}")
+	cfg.Pipelines = []string{writePipelines(t, `
+pipelines:
+  - name: talk
+    steps:
+      - uses: probe
+      - uses: thumbnail
+      - uses: transcript
+`)}
 	cfg.S3.Endpoint, cfg.S3.Bucket, cfg.S3.PathStyle = endpoint, s3test.Bucket(t), true
 	cfg.S3.AccessKeyID, cfg.S3.SecretAccessKey = ak, sk
 	cfg.S3.PartSize = 5 << 20
@@ -70,6 +79,9 @@ func TestOnS3(t *testing.T) {
 	}
 	if r, _ := h.get(t, thumb.URL, nil); r.StatusCode != 200 {
 		t.Errorf("output delivery from S3: %s", r.Status)
+	}
+	if cached, err := h.bucket.List(ctx, "cache/ai/"); err != nil || len(cached) != 1 {
+		t.Errorf("AI results cached in the bucket: %+v (%v), want the transcript's", cached, err)
 	}
 	// Nothing of tusd's bookkeeping is left under uploads/.
 	objs, _ := h.bucket.List(ctx, "uploads/")
