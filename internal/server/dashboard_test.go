@@ -366,6 +366,8 @@ pipelines:
 	picture := h.wait(t, h.uploadPut(t, png))
 	b.run("open the image asset", chromedp.Navigate(h.URL()+"/ui/#/assets/"+picture.ID),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#asset[data-id="%s"]`, picture.ID))))
+	b.waitJS("the image's media info, without a frame rate", `(() => { const t = document.querySelector('#media-info')?.textContent || '';
+		return t.includes('640×480') && !t.includes('fps') })()`, 20*time.Second)
 	b.waitJS("the image shows", `(() => { const i = document.querySelector('.player-fallback img'); return i && i.complete && i.naturalWidth > 0 })()`, 20*time.Second)
 	b.screenshot("image")
 

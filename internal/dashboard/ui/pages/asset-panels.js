@@ -107,10 +107,13 @@ export function renderMediaInfo(el, media) {
     kv('Bit rate', bitrate(media.bit_rate)),
   ];
   if (media.width && media.height) rows.push(kv('Size', `${media.width}×${media.height}` + (media.rotation ? ` (rotated ${media.rotation}°)` : '')));
+  // A still picture (FFmpeg's image "pipe" demuxers) has a nominal frame
+  // rate that means nothing.
+  const still = /_pipe$/.test(media.format || '');
   for (const s of media.streams || []) {
     const parts = [s.codec, s.profile && `profile ${s.profile}`];
     if (s.type === 'video') {
-      parts.push(s.width && s.height && `${s.width}×${s.height}`, s.frame_rate && `${+Number(s.frame_rate).toFixed(3)} fps`, s.pix_fmt);
+      parts.push(s.width && s.height && `${s.width}×${s.height}`, !still && s.frame_rate && `${+Number(s.frame_rate).toFixed(3)} fps`, s.pix_fmt);
     } else if (s.type === 'audio') {
       parts.push(s.sample_rate && `${s.sample_rate} Hz`, s.channel_layout || (s.channels && `${s.channels} ch`));
     }
