@@ -165,8 +165,9 @@ func Default() Config {
 			StaleAfter: 2 * time.Minute,
 		},
 		Queue: queue.Config{
-			MaxDeliver: 5,
-			AckWait:    30 * time.Second,
+			MaxDeliver:  5,
+			AckWait:     30 * time.Second,
+			StartupWait: time.Minute,
 		},
 		Worker: worker.Config{
 			Concurrency:      2,
@@ -303,6 +304,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Upload.MaxSize, "max-upload-size", c.Upload.MaxSize, "largest accepted upload in bytes (env SLUICE_MAX_UPLOAD_SIZE)")
 	fs.IntVar(&c.Worker.Concurrency, "concurrency", c.Worker.Concurrency, "jobs run at once (env SLUICE_CONCURRENCY)")
 	fs.StringVar(&c.Queue.URL, "nats-url", c.Queue.URL, "external NATS server URLs, comma-separated; empty runs an embedded server (env SLUICE_NATS_URL)")
+	fs.DurationVar(&c.Queue.StartupWait, "nats-startup-wait", c.Queue.StartupWait, "how long to wait at start for an external NATS whose JetStream is not ready yet (env SLUICE_NATS_STARTUP_WAIT)")
 	fs.IntVar(&c.Queue.Replicas, "nats-replicas", c.Queue.Replicas, "replicas of Sluice's streams on an external NATS cluster: 1, 3 or 5 (env SLUICE_NATS_REPLICAS)")
 	fs.StringVar(&c.Engine, "engine", c.Engine, "FFmpeg engine for steps that name none: auto (WebAssembly for parsing and light work, native for encodes), wasm or native (env SLUICE_ENGINE)")
 	fs.Int64Var(&c.Wasm.MemoryLimit, "wasm-memory-limit", c.Wasm.MemoryLimit, "memory cap of each WebAssembly FFmpeg run, in bytes (env SLUICE_WASM_MEMORY_LIMIT)")
@@ -401,6 +403,7 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	str("SLUICE_PUBLIC_URL", &c.PublicURL)
 	str("SLUICE_NATS_URL", &c.Queue.URL)
 	parsed(getenv, &errs, "SLUICE_NATS_REPLICAS", &c.Queue.Replicas, strconv.Atoi)
+	dur("SLUICE_NATS_STARTUP_WAIT", &c.Queue.StartupWait)
 	str("SLUICE_ENGINE", &c.Engine)
 	num("SLUICE_WASM_MEMORY_LIMIT", &c.Wasm.MemoryLimit)
 	str("SLUICE_WASM_CACHE_DIR", &c.Wasm.CacheDir)

@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,21 +25,13 @@ func TestClusterNodeLoss(t *testing.T) {
 	cluster := natstest.StartCluster(t, 3)
 	cfg := queue.Config{URL: cluster.URLs(), Replicas: 3, AckWait: 2 * time.Second, MaxDeliver: 20,
 		Backoff: []time.Duration{100 * time.Millisecond}}
-	var q *queue.Queue
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		// The cluster elects its JetStream leader after the nodes meet.
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var err error
-		q, err = queue.Open(c, cfg, nil)
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("open the queue on the cluster: %v", err)
-		}
-		time.Sleep(250 * time.Millisecond)
+	// Open straight away: the cluster may still be electing its JetStream
+	// leader, which Open waits for.
+	open, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	q, err := queue.Open(open, cfg, nil)
+	cancel()
+	if err != nil {
+		t.Fatalf("open the queue on the cluster: %v", err)
 	}
 	defer q.Close()
 
@@ -131,4 +124,36 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 	}
 	t.Logf("%d jobs finished once each; %d redelivered duplicates acknowledged", jobs, duplicates.Load())
+}
+
+// TestOpenWaitsForJetStream starts the processes in the wrong order: the
+// queue is opened before its NATS cluster runs. Open waits for the nodes
+// and their leader election; with nothing to wait for, it gives up after
+// StartupWait with an error that says so.
+func TestOpenWaitsForJetStream(t *testing.T) {
+	cluster := natstest.NewCluster(t, 3)
+	go func() {
+		time.Sleep(time.Second)
+		cluster.Start(t)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	q, err := queue.Open(ctx, queue.Config{URL: cluster.URLs(), Replicas: 3, StartupWait: time.Minute}, nil)
+	if err != nil {
+		t.Fatalf("open before the cluster started: %v", err)
+	}
+	defer q.Close()
+	if err := q.Publish(ctx, ev(0)); err != nil {
+		t.Fatal(err)
+	}
+
+	none := natstest.NewCluster(t, 1) // never started
+	start := time.Now()
+	_, err = queue.Open(ctx, queue.Config{URL: none.URLs(), StartupWait: 2 * time.Second}, nil)
+	if err == nil || !strings.Contains(err.Error(), "not ready after 2s") {
+		t.Fatalf("open with no server: %v, want an error saying JetStream was not ready", err)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("gave up after %s, want about StartupWait", took)
+	}
 }

@@ -58,6 +58,10 @@ type Config struct {
 	DuplicateWindow time.Duration
 	// DLQMaxAge is how long dead letters are kept. Default 30 days.
 	DLQMaxAge time.Duration
+	// StartupWait is how long Open waits for an external JetStream that is
+	// not ready yet (servers still starting, a cluster electing its
+	// leader) before it gives up. Default 1 minute.
+	StartupWait time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -88,6 +92,9 @@ func (c *Config) setDefaults() {
 	if c.DLQMaxAge == 0 {
 		c.DLQMaxAge = 30 * 24 * time.Hour
 	}
+	if c.StartupWait == 0 {
+		c.StartupWait = time.Minute
+	}
 }
 
 // Validate reports settings that cannot work.
@@ -95,7 +102,7 @@ func (c Config) Validate() error {
 	if c.URL == "" && c.StoreDir == "" {
 		return errors.New("queue: need a NATS URL or a store dir for the embedded server")
 	}
-	if c.MaxDeliver < 0 || c.AckWait < 0 || c.Replicas < 0 {
+	if c.MaxDeliver < 0 || c.AckWait < 0 || c.Replicas < 0 || c.StartupWait < 0 {
 		return errors.New("queue: negative setting")
 	}
 	return nil
@@ -143,7 +150,9 @@ func (q *Queue) OnAbandoned(fn func(ctx context.Context, ev event.ObjectCreated,
 }
 
 // Open connects (starting the embedded server if no URL is set) and
-// creates or updates the streams and the workers' consumer.
+// creates or updates the streams and the workers' consumer. An external
+// NATS that is not reachable or whose JetStream is not ready yet is waited
+// for, up to cfg.StartupWait, so that processes may start in any order.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Queue, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -157,12 +166,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Queue, error) {
 	if cfg.URL == "" {
 		q.srv, q.nc, err = startEmbedded(cfg)
 	} else {
-		q.nc, err = nats.Connect(cfg.URL, nats.Name("sluice"), nats.MaxReconnects(-1))
+		q.nc, err = nats.Connect(cfg.URL, nats.Name("sluice"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := q.setup(ctx); err != nil {
+	if err := q.setupWhenReady(ctx); err != nil {
 		q.Close()
 		return nil, err
 	}
@@ -202,12 +211,75 @@ func startEmbedded(cfg Config) (*server.Server, *nats.Conn, error) {
 	return srv, nc, nil
 }
 
-func (q *Queue) setup(ctx context.Context) error {
+// setupWhenReady runs setup, again while JetStream answers that it is
+// not ready, until cfg.StartupWait has passed.
+func (q *Queue) setupWhenReady(ctx context.Context) error {
 	js, err := jetstream.New(q.nc)
 	if err != nil {
 		return err
 	}
 	q.js = js
+	deadline := time.Now().Add(q.cfg.StartupWait)
+	pause := 100 * time.Millisecond
+	var logged time.Time
+	for {
+		// Each attempt gets its own time: a cluster without a leader may
+		// leave requests unanswered.
+		attempt, cancel := context.WithTimeout(ctx, max(min(10*time.Second, time.Until(deadline)), time.Second))
+		err := q.setup(attempt)
+		cancel()
+		if err == nil {
+			return q.watchAbandoned()
+		}
+		if !notReady(ctx, err) || time.Now().Add(pause).After(deadline) {
+			if notReady(ctx, err) {
+				return fmt.Errorf("%w (JetStream at %s not ready after %s)", err, q.cfg.URL, q.cfg.StartupWait)
+			}
+			return err
+		}
+		if time.Since(logged) > 5*time.Second {
+			q.log.Info("waiting for JetStream", "servers", q.cfg.URL, "status", q.nc.Status().String(), "err", err)
+			logged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (waiting for JetStream: %v)", ctx.Err(), err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// notReady reports whether err says JetStream cannot answer yet rather
+// than that the request is wrong: no connection, no responder, a timeout
+// of the request itself (ctx still live), or a cluster without a leader
+// or peers.
+func notReady(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return true
+	}
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case 10005, // no suitable peers for placement (peers not met yet)
+			10008, // JetStream system temporarily unavailable
+			10009: // JetStream cluster can not handle request
+			return true
+		}
+		return api.Code == 503
+	}
+	return false
+}
+
+// setup creates or updates the streams and consumers. It may run again
+// after a failure: every step is idempotent.
+func (q *Queue) setup(ctx context.Context) error {
+	js := q.js
+	var err error
 	q.events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        q.cfg.Stream,
 		Description: "object-created events awaiting processing",
@@ -248,10 +320,16 @@ func (q *Queue) setup(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("queue: consumer %s: %w", name, err)
 		}
-		// An event whose last delivery never ended (its worker died) is
-		// not redelivered again; the server says so in an advisory, and
-		// the event is moved to the dead-letter stream from here.
-		adv := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", q.cfg.Stream, name)
+	}
+	return nil
+}
+
+// watchAbandoned subscribes to the advisories for events whose last
+// delivery never ended (their worker died): the server does not deliver
+// them again, and they are moved to the dead-letter stream from here.
+func (q *Queue) watchAbandoned() error {
+	for _, pool := range []string{PoolFast, PoolHeavy} {
+		adv := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", q.cfg.Stream, q.consumerName(pool))
 		sub, err := q.nc.Subscribe(adv, q.onMaxDeliveries)
 		if err != nil {
 			return err

@@ -61,6 +61,7 @@ func Binary(t testing.TB) string {
 type Node struct {
 	Name string
 	URL  string // nats://127.0.0.1:port
+	args []string
 	cmd  *exec.Cmd
 	done chan struct{}
 	mu   sync.Mutex
@@ -71,7 +72,7 @@ type Node struct {
 func (n *Node) Kill() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.dead {
+	if n.dead || n.cmd == nil {
 		return
 	}
 	n.dead = true
@@ -82,6 +83,7 @@ func (n *Node) Kill() {
 // Cluster is a set of clustered JetStream nodes.
 type Cluster struct {
 	Nodes []*Node
+	dir   string
 }
 
 // URLs is the client URL list of every node, comma-separated.
@@ -94,44 +96,63 @@ func (c *Cluster) URLs() string {
 }
 
 // StartCluster starts n clustered JetStream nodes (one standalone node
-// for n = 1) on loopback, each with
-// its own store in a temp dir, and waits until every node answers. The
-// nodes are killed when the test ends.
+// for n = 1) on loopback, each with its own store in a temp dir, and
+// waits until every node accepts connections (the cluster may still be
+// electing its JetStream leader). The nodes are killed when the test
+// ends.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	bin := Binary(t)
+	c := NewCluster(t, n)
+	c.Start(t)
+	return c
+}
+
+// NewCluster chooses the ports and store dirs of n nodes without starting
+// them, so that a test can point a client at the cluster's URLs before it
+// runs. Start starts them.
+func NewCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
 	dir := t.TempDir()
 	clientPorts, routePorts := freePorts(t, n), freePorts(t, n)
 	var routes []string
 	for _, p := range routePorts {
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
 	}
-	c := &Cluster{}
+	c := &Cluster{dir: dir}
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
 		node := &Node{Name: name, URL: "nats://127.0.0.1:" + strconv.Itoa(clientPorts[i]), done: make(chan struct{})}
-		args := []string{"--name", name, "--addr", "127.0.0.1", "--port", strconv.Itoa(clientPorts[i]),
+		node.args = []string{"--name", name, "--addr", "127.0.0.1", "--port", strconv.Itoa(clientPorts[i]),
 			"--jetstream", "--store_dir", filepath.Join(dir, name)}
 		if n > 1 { // a single node runs standalone
-			args = append(args, "--cluster_name", "sluice-test", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+			node.args = append(node.args, "--cluster_name", "sluice-test", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
 		}
-		node.cmd = exec.Command(bin, args...)
-		log, err := os.Create(filepath.Join(dir, name+".log"))
+		c.Nodes = append(c.Nodes, node)
+	}
+	return c
+}
+
+// Start starts the cluster's nodes and waits until each accepts
+// connections.
+func (c *Cluster) Start(t testing.TB) {
+	t.Helper()
+	bin := Binary(t)
+	for _, node := range c.Nodes {
+		node.cmd = exec.Command(bin, node.args...)
+		log, err := os.Create(filepath.Join(c.dir, node.Name+".log"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		node.cmd.Stdout, node.cmd.Stderr = log, log
 		if err := node.cmd.Start(); err != nil {
-			t.Fatalf("start %s: %v", name, err)
+			t.Fatalf("start %s: %v", node.Name, err)
 		}
 		go func() { _ = node.cmd.Wait(); log.Close(); close(node.done) }()
-		c.Nodes = append(c.Nodes, node)
 		t.Cleanup(node.Kill)
 	}
 	for _, node := range c.Nodes {
-		waitListening(t, node, filepath.Join(dir, node.Name+".log"))
+		waitListening(t, node, filepath.Join(c.dir, node.Name+".log"))
 	}
-	return c
 }
 
 func waitListening(t testing.TB, n *Node, logFile string) {
