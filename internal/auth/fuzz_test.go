@@ -161,3 +161,39 @@ func clone(q url.Values) url.Values {
 	}
 	return out
 }
+
+// FuzzUnseal seals a fuzzed secret, changes one byte of the sealed value
+// (or the label it is opened with), and checks that Unseal gives back
+// exactly what was sealed or ErrUnseal, never another value and never a
+// panic; the unchanged value always opens.
+func FuzzUnseal(f *testing.F) {
+	s, err := auth.NewSigner("k2", map[string][]byte{"k1": key(1), "k2": key(2)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "webhook secret wh_1", 20, byte('x'), false)
+	f.Add([]byte{}, "", 0, byte(':'), true)
+	f.Add([]byte("a"), "l", 8, byte('1'), false)
+	f.Fuzz(func(t *testing.T, plain []byte, label string, at int, b byte, otherLabel bool) {
+		sealed, err := s.Seal(plain, label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := s.Unseal(sealed, label); err != nil || string(got) != string(plain) {
+			t.Fatalf("Unseal(Seal(%q)) = %q, %v", plain, got, err)
+		}
+		changed, openWith := []byte(sealed), label
+		if otherLabel {
+			openWith += string(b)
+		} else if len(changed) > 0 {
+			changed[uint(at)%uint(len(changed))] = b
+		}
+		got, _, err := s.Unseal(string(changed), openWith)
+		switch {
+		case err == nil && string(got) != string(plain):
+			t.Fatalf("a changed sealed value opened to %q, not %q", got, plain)
+		case err != nil && !errors.Is(err, auth.ErrUnseal):
+			t.Fatalf("Unseal err = %v, want ErrUnseal", err)
+		}
+	})
+}

@@ -9,6 +9,7 @@
 // every constraint carried in the query. Each key has an id that travels
 // in the URL, so keys can be rotated: new URLs are signed with the current
 // key while URLs signed with older keys stay valid until they expire.
+// The same keys seal secrets Sluice keeps for later use (seal.go).
 package auth
 
 import (

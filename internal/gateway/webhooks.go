@@ -58,8 +58,13 @@ func (g *Gateway) createWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	h := store.Webhook{
 		ID: "wh_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:20], URL: req.URL, Pipeline: req.Pipeline,
-		Events: req.Events, Secret: webhook.NewSecret(), Owner: p.KeyID,
-		CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
+		Events: req.Events, Owner: p.KeyID, CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
+	}
+	// The secret is shown once, here; the store keeps it sealed.
+	secret := webhook.NewSecret()
+	if h.Secret, err = webhook.SealSecret(g.deps.Signer, h.ID, secret); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
 	}
 	if req.AllAssets {
 		h.Owner = ""
@@ -69,7 +74,7 @@ func (g *Gateway) createWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := webhookView(h)
-	v.Secret = h.Secret
+	v.Secret = secret
 	w.Header().Set("Location", "/v1/webhooks/"+h.ID)
 	writeJSON(w, http.StatusCreated, v)
 }

@@ -206,7 +206,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	if err != nil {
 		return nil, err
 	}
-	s.hooks = webhook.NewDispatcher(webhook.DispatchConfig{}, s.store, sender, log)
+	s.hooks = webhook.NewDispatcher(webhook.DispatchConfig{Secrets: signer}, s.store, sender, log)
+	// Endpoint secrets are sealed at rest under the signing key: seal any
+	// kept in the clear by an older version, and those sealed under a
+	// previous key, so that the previous key can be retired.
+	if n, err := webhook.ResealSecrets(ctx, s.store, signer, log); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.Info("webhook secrets sealed under the current signing key", "endpoints", n)
+	}
 	s.worker.OnFinish = s.hooks.AssetFinished
 	s.worker.Tracer = s.tracing.Tracer
 	s.registerQueueDepth()

@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/client"
 	"github.com/sluice-media/sluice/internal/mediatest"
+	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/webhook"
 	"github.com/sluice-media/sluice/internal/wire"
 )
@@ -211,5 +212,79 @@ func waitFor[T any](t *testing.T, get func() []T, n int) []T {
 			t.Fatalf("got %d items after 30s, want %d: %+v", len(get()), n, get())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWebhookSecretsSealed: endpoint secrets are sealed in the store, an
+// endpoint kept in the clear by an older version is sealed at the next
+// start, and rotating the signing key reseals them, so that once every
+// process has started with the new key the previous one can go: both
+// endpoints still get deliveries signed with the secrets they were given.
+func TestWebhookSecretsSealed(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.WebhookAllowPrivate = true
+	ctx := ctxT(t, 2*time.Minute)
+	fresh, legacy := &receiver{t: t}, &receiver{t: t}
+	freshSrv, legacySrv := httptest.NewServer(fresh), httptest.NewServer(legacy)
+	defer freshSrv.Close()
+	defer legacySrv.Close()
+
+	h := start(t, cfg)
+	status, code, body := request(t, "POST", h.URL()+"/v1/webhooks",
+		strings.NewReader(`{"url":"`+freshSrv.URL+`/hook","all_assets":true}`), nil, -1)
+	if status != http.StatusCreated {
+		t.Fatalf("create webhook: %d %s %s", status, code, body)
+	}
+	var created wire.Webhook
+	decode(t, body, &created)
+	fresh.secret, _ = webhook.ParseSecret(created.Secret)
+	stored, err := h.store.GetWebhook(ctx, created.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !auth.IsSealed(stored.Secret) || strings.Contains(stored.Secret, strings.TrimPrefix(created.Secret, webhook.SecretPrefix)) {
+		t.Fatalf("the store keeps %q for the secret %q, want it sealed", stored.Secret, created.Secret)
+	}
+	// As a version before sealing stored it.
+	plain := webhook.NewSecret()
+	legacy.secret, _ = webhook.ParseSecret(plain)
+	if err := h.store.CreateWebhook(ctx, store.Webhook{ID: "wh_legacy", URL: legacySrv.URL + "/hook", Secret: plain}); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+
+	// Rotate: the old key becomes a previous key, a new one is made.
+	secrets := filepath.Join(cfg.DataDir, "secrets")
+	if err := os.MkdirAll(filepath.Join(secrets, "previous"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(secrets, "signing.key"), filepath.Join(secrets, "previous", "old.key")); err != nil {
+		t.Fatal(err)
+	}
+	h = start(t, cfg)
+	for _, id := range []string{created.ID, "wh_legacy"} {
+		w, err := h.store.GetWebhook(ctx, id)
+		if err != nil || !auth.IsSealed(w.Secret) || w.Secret == stored.Secret {
+			t.Errorf("%s after the rotation: %q, %v; want sealed anew", id, w.Secret, err)
+		}
+	}
+	h.stop()
+
+	// The previous key is retired: deliveries still carry the right
+	// signatures.
+	if err := os.Remove(filepath.Join(secrets, "previous", "old.key")); err != nil {
+		t.Fatal(err)
+	}
+	h = start(t, cfg)
+	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Duration: 1, Video: true})
+	id := h.uploadPut(t, clip)
+	if a := h.wait(t, id); a.Status != wire.StatusSucceeded {
+		t.Fatalf("asset: %s %s", a.Status, a.Error)
+	}
+	for name, rc := range map[string]*receiver{"new endpoint": fresh, "older endpoint": legacy} {
+		got := waitFor(t, rc.events, 1)
+		if got[0].typ != webhook.AssetSucceeded || got[0].data.Asset.ID != id {
+			t.Errorf("%s got %+v, want asset.succeeded of %s", name, got, id)
+		}
 	}
 }

@@ -247,6 +247,9 @@ type Store interface {
 	ListWebhooks(ctx context.Context) ([]Webhook, error)
 	// DeleteWebhook removes an endpoint and its deliveries.
 	DeleteWebhook(ctx context.Context, id string) error
+	// ReplaceWebhookSecret stores secret as the endpoint's secret if its
+	// stored secret is still old (ErrNotFound if not, or no such endpoint).
+	ReplaceWebhookSecret(ctx context.Context, id, old, secret string) error
 	// DisableWebhook stops deliveries to an endpoint; its pending
 	// deliveries fail with the reason.
 	DisableWebhook(ctx context.Context, id, reason string, at time.Time) error

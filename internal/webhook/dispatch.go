@@ -38,6 +38,8 @@ type DispatchConfig struct {
 	// Lease is how long a claimed delivery is kept from other
 	// dispatchers; it must outlast one attempt. Default 1m.
 	Lease time.Duration
+	// Secrets opens the endpoints' sealed secrets.
+	Secrets Sealer
 }
 
 // Dispatcher turns finished assets into deliveries and sends them: the
@@ -227,9 +229,18 @@ func (d *Dispatcher) attempt(ctx context.Context, del store.Delivery) {
 		log.Warn("webhook: load endpoint", "err", err)
 		return // the lease runs out and the delivery is claimed again
 	}
-	secret, err := ParseSecret(h.Secret)
+	secret, err := openSecret(d.cfg.Secrets, h)
 	if err != nil {
-		del.State, del.LastError = store.DeliveryFailed, "endpoint secret unusable: "+err.Error()
+		// A signing key missing from this process's configuration may be
+		// added back: retry along the schedule. A malformed secret stays so.
+		del.Attempts++
+		del.LastStatus, del.LastError = 0, "endpoint secret unusable: "+err.Error()
+		if delay, retry := d.sender.NextDelay(del.Attempts, Result{Permanent: !errors.Is(err, errSealed)}); retry {
+			del.NextAt = d.now().Add(delay)
+		} else {
+			del.State = store.DeliveryFailed
+		}
+		log.Warn("webhook: endpoint secret unusable", "err", err)
 		d.record(ctx, log, del)
 		return
 	}

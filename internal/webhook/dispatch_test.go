@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +54,10 @@ func TestDispatcher(t *testing.T) {
 		{ID: "failed-only", URL: srv.URL + "/failed", Events: []string{AssetFailed}, Secret: secret},
 		{ID: "flaky", URL: srv.URL + "/flaky", Secret: secret},
 		{ID: "off", URL: srv.URL + "/off", Secret: secret, DisabledAt: time.Now()},
+		// Sealed under a key this dispatcher lacks: retried, as the key
+		// may be configured again. Malformed: failed at once.
+		{ID: "sealed", URL: srv.URL + "/sealed", Secret: "sealed1:k9:c2VhbGVk"},
+		{ID: "malformed", URL: srv.URL + "/malformed", Secret: SecretPrefix + "!!"},
 	}
 	for _, h := range hooks {
 		if err := st.CreateWebhook(ctx, h); err != nil {
@@ -102,6 +107,15 @@ func TestDispatcher(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	for {
+		if l, _ := st.ListDeliveries(ctx, "sealed", 10); len(l) == 1 && l[0].State == store.DeliveryFailed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the delivery to the endpoint with an unopenable secret did not end")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	time.Sleep(100 * time.Millisecond) // let anything unwanted arrive
 	cancel()
 	<-done
@@ -125,6 +139,12 @@ func TestDispatcher(t *testing.T) {
 	log, err := st.ListDeliveries(ctx, "mine", 10)
 	if err != nil || len(log) != 1 || log[0].Type != AssetDegraded || log[0].State != store.DeliveryDelivered || log[0].LastStatus != 200 {
 		t.Errorf("delivery log of mine: %+v %v, want one asset.degraded delivered", log, err)
+	}
+	for id, attempts := range map[string]int{"sealed": 2, "malformed": 1} {
+		l, _ := st.ListDeliveries(ctx, id, 10)
+		if len(l) != 1 || l[0].State != store.DeliveryFailed || l[0].Attempts != attempts || !strings.Contains(l[0].LastError, "secret unusable") {
+			t.Errorf("delivery log of %s: %+v, want failed after %d attempts, saying the secret is unusable", id, l, attempts)
+		}
 	}
 	flaky, _ := st.ListDeliveries(ctx, "flaky", 10)
 	if len(flaky) != 1 || flaky[0].Attempts != 2 || flaky[0].State != store.DeliveryDelivered {

@@ -74,6 +74,14 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 	return nil
 }
 
+// ReplaceWebhookSecret swaps the endpoint's secret if it is still old.
+func (s *Store) ReplaceWebhookSecret(ctx context.Context, id, old, secret string) error {
+	if err := exec(ctx, s.pool, `UPDATE webhooks SET secret = $1 WHERE id = $2 AND secret = $3`, secret, id, old); err != nil {
+		return fmt.Errorf("postgres: replace webhook secret %q: %w", id, err)
+	}
+	return nil
+}
+
 // DisableWebhook stops deliveries to an endpoint and fails its pending
 // ones, in one transaction.
 func (s *Store) DisableWebhook(ctx context.Context, id, reason string, at time.Time) error {

@@ -83,6 +83,18 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 	return nil
 }
 
+// ReplaceWebhookSecret swaps the endpoint's secret if it is still old.
+func (s *Store) ReplaceWebhookSecret(ctx context.Context, id, old, secret string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE webhooks SET secret = ? WHERE id = ? AND secret = ?`, secret, id, old)
+	if err == nil {
+		err = rowsAffected(res)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: replace webhook secret %q: %w", id, err)
+	}
+	return nil
+}
+
 // DisableWebhook stops deliveries to an endpoint.
 func (s *Store) DisableWebhook(ctx context.Context, id, reason string, at time.Time) error {
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {

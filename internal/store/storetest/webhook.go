@@ -155,6 +155,17 @@ func testDeliveries(t *testing.T, s store.Store) {
 		t.Errorf("ListDeliveries(unknown) = %v, %v; want an empty, non-nil slice", empty, err)
 	}
 
+	// The secret is replaced only if it is still the one the caller read.
+	w0, _ := s.GetWebhook(ctx, "w1")
+	if err := s.ReplaceWebhookSecret(ctx, "w1", w0.Secret, "sealed-1"); err != nil {
+		t.Fatalf("ReplaceWebhookSecret: %v", err)
+	}
+	wantErr(t, "ReplaceWebhookSecret(stale)", s.ReplaceWebhookSecret(ctx, "w1", w0.Secret, "sealed-2"), store.ErrNotFound)
+	wantErr(t, "ReplaceWebhookSecret(unknown)", s.ReplaceWebhookSecret(ctx, "nope", "", "x"), store.ErrNotFound)
+	if w, _ := s.GetWebhook(ctx, "w1"); w.Secret != "sealed-1" {
+		t.Errorf("secret after replace = %q, want sealed-1", w.Secret)
+	}
+
 	// Disabling fails what is pending.
 	if err := s.DisableWebhook(ctx, "w1", "410 Gone", epoch.Add(time.Hour)); err != nil {
 		t.Fatalf("DisableWebhook: %v", err)
