@@ -51,7 +51,7 @@ func TestScaleOut(t *testing.T) {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"SLUICE_DATABASE_URL=" + dsn, "SLUICE_S3_ACCESS_KEY_ID=" + s3.AccessKey, "SLUICE_S3_SECRET_ACCESS_KEY=" + s3.SecretKey}
+	env := []string{"SLUICE_METRICS_HISTORY_INTERVAL=1s", "SLUICE_DATABASE_URL=" + dsn, "SLUICE_S3_ACCESS_KEY_ID=" + s3.AccessKey, "SLUICE_S3_SECRET_ACCESS_KEY=" + s3.SecretKey}
 	common := func() []string {
 		return []string{"--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--nats-url", cluster.URLs(),
 			"--nats-replicas", "3", "--pipelines", pipelines, "--engine", "native", "--ack-wait", "3s",
@@ -176,6 +176,38 @@ func TestScaleOut(t *testing.T) {
 			}
 		}
 	}
+
+	// The gateway's metric charts cover the cluster: the steps ran on the
+	// workers, whose samples reach the gateway over NATS.
+	var history wire.MetricsHistory
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		if history, err = c.MetricsHistory(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if history.Processes == 3 && hasPoint(history, "step_p95") && hasPoint(history, "throughput") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway's history covers %d processes, want 3 (itself and the 2 live workers); step latency: %v, throughput: %v",
+				history.Processes, hasPoint(history, "step_p95"), hasPoint(history, "throughput"))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// hasPoint reports whether the named series has a positive value.
+func hasPoint(h wire.MetricsHistory, name string) bool {
+	for _, s := range h.Series {
+		if s.Name == name {
+			for _, p := range s.Points {
+				if p.Value != nil && *p.Value > 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // mustBucket creates a bucket on an S3 test server with a signed request.

@@ -97,6 +97,14 @@ func (c *Client) Asset(ctx context.Context, id string) (wire.Asset, error) {
 	return a, err
 }
 
+// MetricsHistory is the dashboard's chart data: the last hour of derived
+// metrics, of the serving process and those that report to it.
+func (c *Client) MetricsHistory(ctx context.Context) (wire.MetricsHistory, error) {
+	var h wire.MetricsHistory
+	err := c.getJSON(ctx, "/v1/metrics/history", &h)
+	return h, err
+}
+
 // Assets lists assets, newest first.
 func (c *Client) Assets(ctx context.Context, cursor string, limit int) (wire.AssetList, error) {
 	q := url.Values{}

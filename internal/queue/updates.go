@@ -47,3 +47,34 @@ func (q *Queue) SubscribeUpdates(fn func(Update)) (stop func(), err error) {
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
 }
+
+// samplesSubject carries each process's metrics sample to the processes
+// that chart the cluster: plain NATS, at most once.
+const samplesSubject = "sluice.samples"
+
+// headerProcess names the process a sample comes from.
+const headerProcess = "Sluice-Process"
+
+// PublishSample hands this process's metrics sample to the others. Best
+// effort: a lost one leaves a gap in the charts.
+func (q *Queue) PublishSample(process string, data []byte) {
+	msg := nats.NewMsg(samplesSubject)
+	msg.Header.Set(headerProcess, process)
+	msg.Data = data
+	if err := q.nc.PublishMsg(msg); err != nil {
+		q.log.Debug("queue: publish sample", "err", err)
+	}
+}
+
+// SubscribeSamples calls fn with every other process's samples.
+func (q *Queue) SubscribeSamples(self string, fn func(process string, data []byte)) (stop func(), err error) {
+	sub, err := q.nc.Subscribe(samplesSubject, func(m *nats.Msg) {
+		if p := m.Header.Get(headerProcess); p != "" && p != self {
+			fn(p, m.Data)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: subscribe samples: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}

@@ -368,6 +368,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(6)
 	go func() {
 		defer wg.Done()
+		if stop := s.shareSamples(); stop != nil {
+			defer stop()
+		}
 		s.history.Run(ctx)
 	}()
 	go func() {
@@ -571,6 +574,32 @@ func (s *Server) close() {
 	if s.lock != nil {
 		_ = s.lock.Close()
 	}
+}
+
+// shareSamples, with an external NATS, hands this process's metrics
+// samples to the other processes and, where the dashboard is served,
+// merges theirs, so that its charts cover the cluster (a gateway has no
+// step timings of its own). It returns the subscription's stop, or nil.
+func (s *Server) shareSamples() (stop func()) {
+	if s.cfg.Queue.URL == "" {
+		return nil // one process: nothing to share
+	}
+	host, _ := os.Hostname()
+	self := fmt.Sprintf("%s/%s/%d", s.cfg.Role, host, os.Getpid())
+	s.history.Share(func(data []byte) { s.queue.PublishSample(self, data) })
+	if s.cfg.Role == config.RoleWorker {
+		return nil
+	}
+	stop, err := s.queue.SubscribeSamples(self, func(process string, data []byte) {
+		if err := s.history.Observe(process, data, time.Now()); err != nil {
+			s.log.Warn("metrics history: a process's sample", "err", err)
+		}
+	})
+	if err != nil {
+		s.log.Warn("metrics history: charts show this process only", "err", err)
+		return nil
+	}
+	return stop
 }
 
 func (s *Server) registerQueueDepth() {

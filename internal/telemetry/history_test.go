@@ -98,3 +98,96 @@ func deref(p *float64) any {
 	}
 	return *p
 }
+
+// TestHistoryCluster merges the samples other processes share: a gateway
+// with no step timings of its own charts its workers' steps and jobs,
+// counters are differenced per process (a worker joining or restarting
+// is no jump), queue depth is the largest reported, and a process that
+// stops reporting drops out after three intervals.
+func TestHistoryCluster(t *testing.T) {
+	const interval = 10 * time.Second
+	gwm, w1m, w2m := New(), New(), New()
+	gw := NewHistory(gwm.Registry, interval, 100)
+	workers := map[string]*Metrics{"w1": w1m, "w2": w2m}
+	shared := map[string]*History{}
+	var arrived time.Time // when shared samples reach the gateway
+	for id, m := range workers {
+		m.RegisterQueueDepth("fast", func() float64 { return 4 }, func() float64 { return 0 })
+		shared[id] = NewHistory(m.Registry, interval, 100)
+		shared[id].Share(func(data []byte) {
+			if err := gw.Observe(id, data, arrived); err != nil {
+				t.Errorf("observe %s: %v", id, err)
+			}
+		})
+	}
+	gwm.RegisterQueueDepth("fast", func() float64 { return 3 }, func() float64 { return 0 })
+	// Work done before the first sample counts in no point.
+	w1m.Jobs.WithLabelValues("succeeded").Add(1000)
+	sample := func(at time.Time, ids ...string) map[string]*float64 {
+		t.Helper()
+		arrived = at
+		for _, id := range ids {
+			shared[id].Sample(at)
+		}
+		gw.Sample(at)
+		got := map[string]*float64{}
+		for _, s := range gw.Doc().Series {
+			if n := len(s.Points); n > 0 {
+				got[s.Name] = s.Points[n-1].Value
+			}
+		}
+		return got
+	}
+	start := time.Unix(1_700_000_000, 0)
+	sample(start, "w1", "w2")
+
+	// One interval: w1 finishes 3 jobs with fast steps, w2 2 jobs with a
+	// slow one; the gateway serves requests.
+	w1m.Jobs.WithLabelValues("succeeded").Add(3)
+	for range 30 {
+		w1m.StepDuration.WithLabelValues("thumbnail", "succeeded").Observe(0.04)
+	}
+	w2m.Jobs.WithLabelValues("degraded").Add(2)
+	for range 10 {
+		w2m.StepDuration.WithLabelValues("hls", "failed").Observe(8)
+	}
+	gwm.HTTPRequests.WithLabelValues("GET /v1/assets", "200").Add(4)
+	got := sample(start.Add(30*time.Second), "w1", "w2")
+	want := map[string]float64{
+		"throughput":      10,                        // 5 jobs in half a minute
+		"step_p50":        0.025 + 0.025*(20-0)/30.0, // rank 20 of 40, in (25 ms, 50 ms]
+		"step_p95":        5 + 5*(38-30)/10.0,        // rank 38, in (5 s, 10 s]
+		"step_error_rate": 0.25,
+		"http_error_rate": 0,
+		"queue_fast":      4,
+	}
+	for name, w := range want {
+		if got[name] == nil || math.Abs(*got[name]-w) > 1e-9 {
+			t.Errorf("%s = %v, want %v", name, deref(got[name]), w)
+		}
+	}
+	if p := gw.Doc().Processes; p != 3 {
+		t.Errorf("processes = %d, want 3", p)
+	}
+
+	// w2 restarts (its counters start again from zero) and w1 stops
+	// reporting: no negative rate, and w1 is gone after three intervals.
+	w2m.Jobs.Reset()
+	w2m.Jobs.WithLabelValues("succeeded").Add(1)
+	got = sample(start.Add(60*time.Second), "w2")
+	if v := got["throughput"]; v == nil || *v != 0 {
+		t.Errorf("throughput after a restart = %v, want 0", deref(v))
+	}
+	w2m.Jobs.WithLabelValues("succeeded").Add(3)
+	got = sample(start.Add(90*time.Second), "w2")
+	if v := got["throughput"]; v == nil || *v != 6 {
+		t.Errorf("throughput = %v, want 6 (3 jobs in half a minute, w2 only)", deref(v))
+	}
+	if p := gw.Doc().Processes; p != 2 {
+		t.Errorf("processes with w1 silent for 60 s = %d, want 2 (the gateway and w2)", p)
+	}
+
+	if err := gw.Observe("bad", []byte("not a sample"), start); err == nil {
+		t.Error("a malformed sample was accepted")
+	}
+}

@@ -311,8 +311,11 @@ type DeliveryList struct {
 // series derived from the serving process's metrics, one point per
 // interval, oldest first.
 type MetricsHistory struct {
-	IntervalSeconds float64        `json:"interval_seconds"`
-	Series          []MetricSeries `json:"series"`
+	IntervalSeconds float64 `json:"interval_seconds"`
+	// Processes is how many processes the latest point covers: this one
+	// and those that reported to it (a cluster's workers and gateways).
+	Processes int            `json:"processes"`
+	Series    []MetricSeries `json:"series"`
 }
 
 // MetricSeries is one line of a chart.

@@ -1,5 +1,6 @@
 // Metrics page (#/metrics): one hand-drawn chart per distinct "chart" of
-// GET /v1/metrics/history, refreshed every 10 s.
+// GET /v1/metrics/history, refreshed every 10 s. In a cluster the history
+// covers every process that reports to the serving gateway.
 
 import { api } from '../api.js';
 import { h, notice, errorMessage } from '../ui.js';
@@ -25,7 +26,8 @@ export function mount(root) {
       if (destroyed) return;
       render(data || {});
       status.textContent = 'Updated ' + new Date().toLocaleTimeString() +
-        (data && data.interval_seconds ? ` · one point per ${data.interval_seconds} s` : '');
+        (data && data.interval_seconds ? ` · one point per ${data.interval_seconds} s` : '') +
+        (data && data.processes > 1 ? ` · ${data.processes} processes` : '');
     } catch (err) {
       if (destroyed) return;
       status.textContent = 'Could not load metrics.';
