@@ -1,9 +1,13 @@
 package ai
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/sluice-media/sluice/internal/store"
 )
 
 // Budget caps what calls may consume. Zero fields are unlimited.
@@ -16,10 +20,12 @@ type Budget struct {
 
 func (b Budget) zero() bool { return b == Budget{} }
 
-// Budgets are checked before every provider call: per asset, over the
-// asset's life in this process, and per API key per UTC day (calls with
-// no key share the key ""). A call that would go over either is not made
-// and fails with ErrBudget.
+// Budgets are checked before every provider call: per asset (an account
+// kept while the asset has calls, then 48 hours) and per API key per UTC
+// day (calls with no key share the key ""). A call that would go over
+// either is not made and fails with ErrBudget. The accounts live in this
+// process, or, with Gateway.Accounts set, in the state store, where every
+// worker of a cluster draws on the same ones.
 type Budgets struct {
 	PerAsset  Budget
 	PerKeyDay Budget
@@ -37,9 +43,16 @@ type keyDay struct {
 	day string // 2006-01-02, UTC
 }
 
-// ledger keeps the budgets' accounts in memory. When Sluice scales out to
-// many workers the counts must move to the shared state store, or each
-// worker would allow the whole budget; that store comes with scale-out.
+// Accounts keeps budget accounts where every worker sees them: the state
+// store's AddSpend, which checks and adds in one step.
+type Accounts interface {
+	AddSpend(ctx context.Context, account string, delta, limit store.Spend, now, expires time.Time) (store.Spend, error)
+}
+
+// ledger keeps the budgets' accounts, in memory or in shared Accounts.
+// A call holds what it needs before it is made and settles afterwards;
+// in shared accounts, what a worker that died mid-call held stays
+// counted (the budget errs towards refusing).
 type ledger struct {
 	cfg Budgets
 
@@ -71,13 +84,22 @@ type reservation struct {
 	asset *spend
 	key   *spend
 	held  Budget
+
+	// In shared accounts: their names, and what each holds.
+	shared     Accounts
+	names      []string
+	sharedHeld store.Spend
 }
 
-// reserve checks the call against the budgets and holds what it needs.
-// It returns nil, nil when no budget applies.
-func (l *ledger) reserve(call Call, n budgetNeed, now time.Time) (*reservation, error) {
+// reserve checks the call against the budgets and holds what it needs,
+// in shared accounts when a is set. It returns nil, nil when no budget
+// applies.
+func (l *ledger) reserve(ctx context.Context, a Accounts, call Call, n budgetNeed, now time.Time) (*reservation, error) {
 	if l == nil || l.cfg.PerAsset.zero() && l.cfg.PerKeyDay.zero() {
 		return nil, nil
+	}
+	if a != nil {
+		return l.reserveShared(ctx, a, call, n, now)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -136,13 +158,55 @@ func checkBudget(s *spend, limit Budget, n budgetNeed) error {
 	return nil
 }
 
+// reserveShared holds the call's need in the asset's and the key-day's
+// shared accounts; a refusal by the second gives back the first's hold.
+func (l *ledger) reserveShared(ctx context.Context, a Accounts, call Call, n budgetNeed, now time.Time) (*reservation, error) {
+	type account struct {
+		name, what string
+		limit      Budget
+	}
+	var accounts []account
+	if call.AssetID != "" && !l.cfg.PerAsset.zero() {
+		accounts = append(accounts, account{"asset:" + call.AssetID, "asset " + call.AssetID, l.cfg.PerAsset})
+	}
+	if !l.cfg.PerKeyDay.zero() {
+		day := now.UTC().Format(time.DateOnly)
+		name := call.Key
+		if name == "" {
+			name = "(none)"
+		}
+		accounts = append(accounts, account{"key:" + call.Key + ":" + day, "key " + name + " on " + day, l.cfg.PerKeyDay})
+	}
+	hold := spendOf(n.Budget)
+	if n.tokens && hold.Tokens == 0 {
+		hold.Tokens = 1 // so that a spent token budget refuses the call
+	}
+	r := &reservation{held: n.Budget, shared: a, sharedHeld: hold}
+	for _, acct := range accounts {
+		cur, err := a.AddSpend(ctx, acct.name, hold, spendOf(acct.limit), now, now.Add(assetIdle))
+		if err != nil {
+			_ = l.settle(ctx, r, Usage{}, false, now)
+			if errors.Is(err, store.ErrQuotaExceeded) {
+				why := checkBudget(&spend{used: budgetOf(cur)}, acct.limit, n)
+				if why == nil {
+					why = err
+				}
+				return nil, fmt.Errorf("%w: %s: %v", ErrBudget, acct.what, why)
+			}
+			return nil, fmt.Errorf("ai: budget account %s: %w", acct.name, err)
+		}
+		r.names = append(r.names, acct.name)
+	}
+	return r, nil
+}
+
 // settle ends a reservation: the hold is released and what the call
 // consumed is counted. Audio seconds and images count at least what the
 // request carried, whatever the provider reports; tokens as reported.
 // A failed call settles with a zero Usage.
-func (l *ledger) settle(r *reservation, u Usage, ok bool) {
+func (l *ledger) settle(ctx context.Context, r *reservation, u Usage, ok bool, now time.Time) error {
 	if r == nil {
-		return
+		return nil
 	}
 	var used Budget
 	if ok {
@@ -152,6 +216,18 @@ func (l *ledger) settle(r *reservation, u Usage, ok bool) {
 			Tokens:       u.InputTokens + u.OutputTokens,
 		}
 	}
+	if r.shared != nil {
+		// Replace the hold with what was used; unchecked, as it is spent.
+		adjust := spendOf(used).Add(store.Spend{AudioSeconds: -r.sharedHeld.AudioSeconds,
+			Images: -r.sharedHeld.Images, Tokens: -r.sharedHeld.Tokens})
+		var errs []error
+		for _, name := range r.names {
+			if _, err := r.shared.AddSpend(ctx, name, adjust, store.Spend{}, now, now.Add(assetIdle)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range []*spend{r.asset, r.key} {
@@ -160,6 +236,15 @@ func (l *ledger) settle(r *reservation, u Usage, ok bool) {
 			s.used = addBudget(s.used, used)
 		}
 	}
+	return nil
+}
+
+func spendOf(b Budget) store.Spend {
+	return store.Spend{AudioSeconds: b.AudioSeconds, Images: int64(b.Images), Tokens: int64(b.Tokens)}
+}
+
+func budgetOf(s store.Spend) Budget {
+	return Budget{AudioSeconds: s.AudioSeconds, Images: int(s.Images), Tokens: int(s.Tokens)}
 }
 
 // sweep drops accounts no longer needed, at most once an hour.

@@ -34,6 +34,9 @@ type Gateway struct {
 	// Quota, when set, holds each API key to its daily AI units. Set it
 	// before the first call.
 	Quota Quota
+	// Accounts, when set, keeps the Budgets' accounts (the state store),
+	// shared by every worker. Set it before the first call.
+	Accounts Accounts
 
 	// Hooks for tests: the clock of breakers, health and budgets, and the
 	// wait between retries.
@@ -50,8 +53,7 @@ type Call struct {
 }
 
 // Quota is a per-key daily allowance of AI units kept outside the
-// gateway, in the state store that every worker shares (unlike Budgets,
-// which each process keeps). Allow is asked before a provider is called
+// gateway, in the state store that every worker shares. Allow is asked before a provider is called
 // (a cached answer costs nothing and is not asked about); Charge records
 // what an answered call used, in Units.
 type Quota interface {
@@ -391,7 +393,7 @@ func run[R any](ctx context.Context, g *Gateway, call Call, j job[R]) (R, Meta, 
 			return zero, Meta{}, err
 		}
 	}
-	hold, err := g.ledger.reserve(call, j.need, g.now())
+	hold, err := g.ledger.reserve(ctx, g.Accounts, call, j.need, g.now())
 	if err != nil {
 		return zero, Meta{}, err
 	}
@@ -401,7 +403,7 @@ func run[R any](ctx context.Context, g *Gateway, call Call, j job[R]) (R, Meta, 
 		r, u, attempts, err := try(ctx, g, m, j)
 		meta.Attempts += attempts
 		if err == nil {
-			g.ledger.settle(hold, u, true)
+			g.settle(ctx, hold, u, true)
 			g.metrics.bill(m.name, u)
 			if g.Quota != nil && call.Key != "" {
 				g.Quota.Charge(context.WithoutCancel(ctx), call.Key, Units(u))
@@ -429,8 +431,15 @@ func run[R any](ctx context.Context, g *Gateway, call Call, j job[R]) (R, Meta, 
 				"next", chain[i+1].name, "asset", call.AssetID, "error", err)
 		}
 	}
-	g.ledger.settle(hold, Usage{}, false)
+	g.settle(ctx, hold, Usage{}, false)
 	return zero, meta, &ChainError{Task: j.task, Attempts: failed}
+}
+
+// settle ends a call's hold on the budgets, even when ctx has ended.
+func (g *Gateway) settle(ctx context.Context, hold *reservation, u Usage, ok bool) {
+	if err := g.ledger.settle(context.WithoutCancel(ctx), hold, u, ok, g.now()); err != nil {
+		g.log.WarnContext(ctx, "ai: budget accounts not settled; the call's hold stays counted", "error", err)
+	}
 }
 
 func (g *Gateway) store(ctx context.Context, t Task, key string, r any) {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sluice-media/sluice/internal/blob/fileblob"
+	"github.com/sluice-media/sluice/internal/store/sqlite"
 )
 
 // gwProvider is an in-process provider that can do every task. Its
@@ -575,7 +576,67 @@ func TestGatewayUnavailableSkipped(t *testing.T) {
 	}
 }
 
+// TestGatewayBudgets runs every budget case with the accounts in the
+// process and in a state store (as a cluster's workers share them).
 func TestGatewayBudgets(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		name := "in process"
+		if shared {
+			name = "in the store"
+		}
+		t.Run(name, func(t *testing.T) {
+			testGatewayBudgets(t, func(t *testing.T, cfg Config, cache Cache, p ...Provider) *gwHarness {
+				h := newGW(t, cfg, cache, p...)
+				if shared {
+					h.g.Accounts = openAccounts(t)
+				}
+				return h
+			})
+		})
+	}
+}
+
+// openAccounts is a state store for shared budget accounts.
+func openAccounts(t *testing.T) *sqlite.Store {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestGatewaySharedBudgets: two gateways (two workers) on one store draw
+// on the same accounts, so together they keep within a key's budget.
+func TestGatewaySharedBudgets(t *testing.T) {
+	ctx := context.Background()
+	st := openAccounts(t)
+	cfg := gwChain(TaskOCR, Limits{}, "v")
+	cfg.Budgets.PerKeyDay = Budget{Images: 3}
+	p := &gwProvider{name: "v"}
+	w1, w2 := newGW(t, cfg, nil, p), newGW(t, cfg, nil, p)
+	w1.g.Accounts, w2.g.Accounts = st, st
+	call := func(h *gwHarness, in string) error {
+		_, _, err := h.g.OCR(ctx, OCRRequest{Image: gwImage(in)}, Call{AssetID: in, Key: "k1"})
+		return err
+	}
+	for i, h := range []*gwHarness{w1, w2, w1} {
+		if err := call(h, fmt.Sprint(i)); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	for i, h := range []*gwHarness{w2, w1} {
+		err := call(h, fmt.Sprint("over", i))
+		if !errors.Is(err, ErrBudget) || !strings.Contains(err.Error(), "images: 3 used or in flight") {
+			t.Errorf("fourth image on worker %d: %v, want ErrBudget saying 3 are used", 2-i, err)
+		}
+	}
+	if n := p.calls.Load(); n != 3 {
+		t.Errorf("provider called %d times, want 3", n)
+	}
+}
+
+func testGatewayBudgets(t *testing.T, newGW func(t *testing.T, cfg Config, cache Cache, p ...Provider) *gwHarness) {
 	ctx := context.Background()
 	t.Run("asset audio", func(t *testing.T) {
 		p := &gwProvider{name: "w", fn: func(context.Context, int) (string, Usage, error) {

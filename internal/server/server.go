@@ -189,6 +189,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		return nil, err
 	}
 	s.ai.Quota = auth.NewAIQuota(s.keys, s.store, log)
+	s.ai.Accounts = s.store // budgets shared by every worker
 	reg, err := Registry(engines, cfg.AssetsDir, s.ai)
 	if err != nil {
 		return nil, err

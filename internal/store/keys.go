@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// ErrQuotaExceeded means AddUsage refused a delta that would take a
-// counter past its limit; nothing was added.
+// ErrQuotaExceeded means AddUsage or AddSpend refused a delta that would
+// take a counter past its limit; nothing was added.
 var ErrQuotaExceeded = errors.New("store: quota exceeded")
 
 // Key is an API key's record. The secret is never stored: only its

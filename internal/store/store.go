@@ -240,6 +240,12 @@ type Store interface {
 	// GetUsage returns the key's usage on day (zero counters if none).
 	GetUsage(ctx context.Context, keyID, day string) (Usage, error)
 
+	// AddSpend adds delta to an AI budget account unless that takes a
+	// dimension delta raises past limit: then it adds nothing and returns
+	// the account as it stands with ErrQuotaExceeded. The account is kept
+	// until expires (each add moves it); one expired at now reads as zero.
+	AddSpend(ctx context.Context, account string, delta, limit Spend, now, expires time.Time) (Spend, error)
+
 	// CreateWebhook stores an endpoint (ErrConflict if the id is taken).
 	CreateWebhook(ctx context.Context, w Webhook) error
 	GetWebhook(ctx context.Context, id string) (Webhook, error)

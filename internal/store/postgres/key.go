@@ -163,3 +163,41 @@ func (s *Store) GetUsage(ctx context.Context, keyID, day string) (store.Usage, e
 	}
 	return u, nil
 }
+
+// AddSpend adds to an AI budget account within its limit, holding the
+// account's row locked from the check to the update.
+func (s *Store) AddSpend(ctx context.Context, account string, delta, limit store.Spend, now, expires time.Time) (store.Spend, error) {
+	var cur store.Spend
+	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
+		// Purge expired accounts, skipping any another transaction holds.
+		if _, err := tx.Exec(ctx, `DELETE FROM ai_spend WHERE account IN (
+			SELECT account FROM ai_spend WHERE expires_at < $1 LIMIT 100 FOR UPDATE SKIP LOCKED)`, now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO ai_spend (account, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+			account, expires)
+		if err != nil {
+			return err
+		}
+		var exp time.Time
+		err = tx.QueryRow(ctx, `SELECT audio_seconds, images, tokens, expires_at FROM ai_spend WHERE account = $1 FOR UPDATE`,
+			account).Scan(&cur.AudioSeconds, &cur.Images, &cur.Tokens, &exp)
+		if err != nil {
+			return err
+		}
+		if exp.Before(now) {
+			cur = store.Spend{}
+		}
+		if what := cur.Exceeds(delta, limit); what != "" {
+			return fmt.Errorf("%w: %s", store.ErrQuotaExceeded, what)
+		}
+		cur = cur.Add(delta)
+		_, err = tx.Exec(ctx, `UPDATE ai_spend SET audio_seconds = $1, images = $2, tokens = $3, expires_at = $4
+			WHERE account = $5`, cur.AudioSeconds, cur.Images, cur.Tokens, expires, account)
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrQuotaExceeded) {
+		return store.Spend{}, fmt.Errorf("postgres: add to AI budget account %q: %w", account, err)
+	}
+	return cur, err
+}

@@ -158,3 +158,32 @@ func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
 	}
 	return k, nil
 }
+
+// AddSpend adds to an AI budget account within its limit.
+func (s *Store) AddSpend(ctx context.Context, account string, delta, limit store.Spend, now, expires time.Time) (store.Spend, error) {
+	var cur store.Spend
+	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM ai_spend WHERE expires_at < ?`, now.UnixNano()); err != nil {
+			return err
+		}
+		err := tx.QueryRowContext(ctx, `SELECT audio_seconds, images, tokens FROM ai_spend WHERE account = ?`, account).
+			Scan(&cur.AudioSeconds, &cur.Images, &cur.Tokens)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if what := cur.Exceeds(delta, limit); what != "" {
+			return fmt.Errorf("%w: %s", store.ErrQuotaExceeded, what)
+		}
+		cur = cur.Add(delta)
+		_, err = tx.ExecContext(ctx, `INSERT INTO ai_spend (account, audio_seconds, images, tokens, expires_at)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (account) DO UPDATE SET audio_seconds = excluded.audio_seconds, images = excluded.images,
+				tokens = excluded.tokens, expires_at = excluded.expires_at`,
+			account, cur.AudioSeconds, cur.Images, cur.Tokens, expires.UnixNano())
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrQuotaExceeded) {
+		return store.Spend{}, fmt.Errorf("sqlite: add to AI budget account %q: %w", account, err)
+	}
+	return cur, err
+}

@@ -186,3 +186,69 @@ func testAssetOwner(t *testing.T, s store.Store) {
 	c.eq("Owner", got.Owner, "k1")
 	c.eq("Visibility", got.Visibility, "private")
 }
+
+func testSpend(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := epoch
+	later := now.Add(48 * time.Hour)
+	lim := store.Spend{AudioSeconds: 60, Images: 2, Tokens: 1000}
+	add := func(account string, delta store.Spend, at time.Time) (store.Spend, error) {
+		t.Helper()
+		return s.AddSpend(ctx, account, delta, lim, at, at.Add(48*time.Hour))
+	}
+	got, err := add("asset:a1", store.Spend{AudioSeconds: 45, Images: 1}, now)
+	if err != nil || got != (store.Spend{AudioSeconds: 45, Images: 1}) {
+		t.Fatalf("AddSpend = %+v, %v", got, err)
+	}
+	// Over the audio budget: refused, nothing added, the account returned.
+	got, err = add("asset:a1", store.Spend{AudioSeconds: 20, Images: 1}, now)
+	wantErr(t, "AddSpend(over audio)", err, store.ErrQuotaExceeded)
+	if got != (store.Spend{AudioSeconds: 45, Images: 1}) {
+		t.Errorf("refused AddSpend returned %+v, want the account unchanged", got)
+	}
+	// Up to the limit is allowed; a dimension the delta does not raise is
+	// not checked, and refunds always apply.
+	if _, err := add("asset:a1", store.Spend{AudioSeconds: 15}, now); err != nil {
+		t.Fatalf("AddSpend(to the limit): %v", err)
+	}
+	if _, err := add("asset:a1", store.Spend{Tokens: 900}, now); err != nil {
+		t.Fatalf("AddSpend(tokens while audio is at the limit): %v", err)
+	}
+	if got, err = add("asset:a1", store.Spend{AudioSeconds: -10, Tokens: -100}, now); err != nil || got != (store.Spend{AudioSeconds: 50, Images: 1, Tokens: 800}) {
+		t.Errorf("AddSpend(refund) = %+v, %v", got, err)
+	}
+	if got, err = s.AddSpend(ctx, "asset:a1", store.Spend{Tokens: 5000}, store.Spend{}, now, later); err != nil || got.Tokens != 5800 {
+		t.Errorf("AddSpend(no limit) = %+v, %v", got, err)
+	}
+	// Accounts are separate; an expired one reads as zero.
+	if got, err = add("key:k1:2025-03-14", store.Spend{Images: 2}, now); err != nil || got != (store.Spend{Images: 2}) {
+		t.Errorf("another account = %+v, %v", got, err)
+	}
+	if got, err = add("asset:a1", store.Spend{Images: 1}, later.Add(time.Second)); err != nil || got != (store.Spend{Images: 1}) {
+		t.Errorf("AddSpend after the account expired = %+v, %v; want a fresh account", got, err)
+	}
+
+	// Concurrent adds from many workers: the budget holds exactly.
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		accepted int
+	)
+	for range 16 {
+		wg.Go(func() {
+			_, err := s.AddSpend(ctx, "key:k2:2025-03-14", store.Spend{AudioSeconds: 10}, lim, now, later)
+			switch {
+			case err == nil:
+				mu.Lock()
+				accepted++
+				mu.Unlock()
+			case !isQuota(err):
+				t.Errorf("AddSpend: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if accepted != 6 {
+		t.Errorf("%d of 16 concurrent adds of 10 s accepted under a 60 s budget, want 6", accepted)
+	}
+}

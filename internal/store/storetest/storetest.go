@@ -82,6 +82,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListKeysEmpty", testListKeysEmpty},
 		{"Usage", testUsage},
 		{"UsageConcurrent", testUsageConcurrent},
+		{"Spend", testSpend},
 		{"AssetOwner", testAssetOwner},
 		{"Webhooks", testWebhooks},
 		{"Deliveries", testDeliveries},
