@@ -190,6 +190,7 @@ func (g *Gateway) routes() {
 	m.Handle("GET /v1/webhooks", g.scopedFunc(read, g.listWebhooks))
 	m.Handle("DELETE /v1/webhooks/{id}", g.scopedFunc(read, g.deleteWebhook))
 	m.Handle("GET /v1/webhooks/{id}/deliveries", g.scopedFunc(read, g.listDeliveries))
+	m.Handle("POST /v1/webhooks/{id}/rotate-secret", g.scopedFunc(read, g.rotateSecret))
 	m.HandleFunc("GET "+delivery.Prefix+"{key...}", g.serveOutput)
 	var mediaOrigins []string
 	if g.cfg.PublicURL != "" {

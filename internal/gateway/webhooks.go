@@ -126,6 +126,36 @@ func (g *Gateway) deleteWebhook(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// secretOverlap is how long an endpoint's previous secret still signs
+// after a rotation: a day for receivers to switch over, as Standard
+// Webhooks providers commonly allow.
+const secretOverlap = 24 * time.Hour
+
+// rotateSecret gives an endpoint a new secret, shown once in the answer;
+// requests carry signatures with both secrets for secretOverlap.
+func (g *Gateway) rotateSecret(w http.ResponseWriter, r *http.Request) {
+	h, err := g.ownWebhook(r)
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	secret := webhook.NewSecret()
+	sealed, err := webhook.SealSecret(g.deps.Signer, h.ID, secret)
+	if err == nil {
+		err = g.deps.Store.RotateWebhookSecret(r.Context(), h.ID, sealed, time.Now().Add(secretOverlap).UTC().Truncate(time.Microsecond))
+	}
+	if err == nil {
+		h, err = g.deps.Store.GetWebhook(r.Context(), h.ID)
+	}
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	v := webhookView(h)
+	v.Secret = secret
+	writeJSON(w, http.StatusOK, v)
+}
+
 // listDeliveries is an endpoint's delivery log, newest first.
 func (g *Gateway) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	h, err := g.ownWebhook(r)
@@ -161,8 +191,12 @@ func webhookView(h store.Webhook) wire.Webhook {
 	if len(events) == 0 {
 		events = eventTypes
 	}
-	return wire.Webhook{
+	v := wire.Webhook{
 		ID: h.ID, URL: h.URL, Events: events, Pipeline: h.Pipeline, Owner: h.Owner,
 		CreatedAt: h.CreatedAt, DisabledAt: timePtr(h.DisabledAt), DisabledReason: h.DisabledReason,
 	}
+	if h.PreviousSecret != "" && time.Now().Before(h.PreviousUntil) {
+		v.PreviousSecretUntil = timePtr(h.PreviousUntil)
+	}
+	return v
 }

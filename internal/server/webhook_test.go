@@ -25,6 +25,7 @@ type receiver struct {
 	t      *testing.T
 	mu     sync.Mutex
 	secret []byte
+	also   []byte // when set, requests must verify with this secret alone too
 	fail   int // answer 503 to this many requests first
 	got    []received
 }
@@ -32,6 +33,7 @@ type receiver struct {
 type received struct {
 	id, typ string
 	data    webhook.AssetData
+	sigs    int // signatures the request carried
 }
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -42,10 +44,16 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusGone)
 		return
 	}
-	if err := webhook.Verify([][]byte{rc.secret}, r.Header, body, time.Now(), 0); err != nil {
-		rc.t.Errorf("webhook signature: %v", err)
-		w.WriteHeader(http.StatusUnauthorized)
-		return
+	secrets := [][]byte{rc.secret}
+	if rc.also != nil {
+		secrets = append(secrets, rc.also)
+	}
+	for _, secret := range secrets {
+		if err := webhook.Verify([][]byte{secret}, r.Header, body, time.Now(), 0); err != nil {
+			rc.t.Errorf("webhook signature: %v", err)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
 	}
 	var ev struct {
 		Type string            `json:"type"`
@@ -54,7 +62,8 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := json.Unmarshal(body, &ev); err != nil {
 		rc.t.Errorf("webhook body %s: %v", body, err)
 	}
-	rc.got = append(rc.got, received{id: r.Header.Get(webhook.HeaderID), typ: ev.Type, data: ev.Data})
+	rc.got = append(rc.got, received{id: r.Header.Get(webhook.HeaderID), typ: ev.Type, data: ev.Data,
+		sigs: len(strings.Fields(r.Header.Get(webhook.HeaderSignature)))})
 	if rc.fail > 0 {
 		rc.fail--
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -283,8 +292,38 @@ func TestWebhookSecretsSealed(t *testing.T) {
 	}
 	for name, rc := range map[string]*receiver{"new endpoint": fresh, "older endpoint": legacy} {
 		got := waitFor(t, rc.events, 1)
-		if got[0].typ != webhook.AssetSucceeded || got[0].data.Asset.ID != id {
-			t.Errorf("%s got %+v, want asset.succeeded of %s", name, got, id)
+		if got[0].typ != webhook.AssetSucceeded || got[0].data.Asset.ID != id || got[0].sigs != 1 {
+			t.Errorf("%s got %+v, want asset.succeeded of %s with one signature", name, got, id)
 		}
+	}
+
+	// Rotating the endpoint's secret: the new one is shown once, and for
+	// a day requests carry signatures with both, so a receiver that has
+	// switched and one that has not both accept them.
+	status, code, body = request(t, "POST", h.URL()+"/v1/webhooks/"+created.ID+"/rotate-secret", nil, nil, -1)
+	if status != http.StatusOK {
+		t.Fatalf("rotate: %d %s %s", status, code, body)
+	}
+	var rotated wire.Webhook
+	decode(t, body, &rotated)
+	if !strings.HasPrefix(rotated.Secret, webhook.SecretPrefix) || rotated.Secret == created.Secret ||
+		rotated.PreviousSecretUntil == nil || rotated.PreviousSecretUntil.Sub(time.Now()) < 23*time.Hour {
+		t.Fatalf("rotated endpoint: %+v, want a new secret and the previous one valid for a day", rotated)
+	}
+	fresh.mu.Lock()
+	fresh.also, _ = webhook.ParseSecret(rotated.Secret) // a receiver that switched
+	fresh.mu.Unlock()
+	id2 := h.uploadPut(t, clip)
+	if a := h.wait(t, id2); a.Status != wire.StatusSucceeded {
+		t.Fatalf("asset: %s %s", a.Status, a.Error)
+	}
+	got := waitFor(t, fresh.events, 2)
+	if got[1].data.Asset.ID != id2 || got[1].sigs != 2 {
+		t.Errorf("after the rotation the endpoint got %+v, want %s signed twice", got[1], id2)
+	}
+	// Another key's endpoint cannot be rotated by it.
+	app := h.newKey(t, wire.KeyRequest{Name: "app", Scopes: []string{auth.ScopeRead}})
+	if status, _, _ := request(t, "POST", h.URL()+"/v1/webhooks/"+created.ID+"/rotate-secret", nil, bearerOf(app.Token), -1); status != 404 {
+		t.Errorf("rotating an admin's endpoint with another key: %d, want 404", status)
 	}
 }

@@ -256,6 +256,9 @@ type Store interface {
 	// ReplaceWebhookSecret stores secret as the endpoint's secret if its
 	// stored secret is still old (ErrNotFound if not, or no such endpoint).
 	ReplaceWebhookSecret(ctx context.Context, id, old, secret string) error
+	// RotateWebhookSecret makes secret the endpoint's secret and keeps the
+	// one it replaces as PreviousSecret until previousUntil.
+	RotateWebhookSecret(ctx context.Context, id, secret string, previousUntil time.Time) error
 	// DisableWebhook stops deliveries to an endpoint; its pending
 	// deliveries fail with the reason.
 	DisableWebhook(ctx context.Context, id, reason string, at time.Time) error

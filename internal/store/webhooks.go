@@ -16,10 +16,15 @@ type Webhook struct {
 	Pipeline string
 	// Events are the event types sent; empty means all.
 	Events []string
-	// Secret signs the requests (whsec_...). The store keeps it as it is:
-	// Sluice must sign with it.
-	Secret    string
-	CreatedAt time.Time
+	// Secret signs the requests. The store keeps what it is given (the
+	// webhook package gives it sealed: Sluice must sign with it, so it
+	// cannot be hashed).
+	Secret string
+	// PreviousSecret, after a rotation, signs requests too until
+	// PreviousUntil, so that receivers can switch over.
+	PreviousSecret string
+	PreviousUntil  time.Time
+	CreatedAt      time.Time
 	// DisabledAt is set when the receiver answered 410 Gone; nothing more
 	// is sent to a disabled endpoint.
 	DisabledAt     time.Time

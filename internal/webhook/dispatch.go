@@ -229,7 +229,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del store.Delivery) {
 		log.Warn("webhook: load endpoint", "err", err)
 		return // the lease runs out and the delivery is claimed again
 	}
-	secret, err := openSecret(d.cfg.Secrets, h)
+	keys, err := signingKeys(d.cfg.Secrets, h, d.now())
 	if err != nil {
 		// A signing key missing from this process's configuration may be
 		// added back: retry along the schedule. A malformed secret stays so.
@@ -245,7 +245,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del store.Delivery) {
 		return
 	}
 	ev := Event{ID: del.ID, Type: del.Type, Timestamp: del.EventTime, Data: json.RawMessage(del.Payload)}
-	res, err := d.sender.Deliver(ctx, Endpoint{ID: h.ID, URL: h.URL, Secrets: [][]byte{secret}}, ev, del.Attempts+1)
+	res, err := d.sender.Deliver(ctx, Endpoint{ID: h.ID, URL: h.URL, Secrets: keys}, ev, del.Attempts+1)
 	if ctx.Err() != nil && !res.Delivered {
 		return // shutting down: the lease runs out and another try follows
 	}

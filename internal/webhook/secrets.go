@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/sluice-media/sluice/internal/store"
 )
@@ -31,15 +32,32 @@ func SealSecret(s Sealer, endpointID, secret string) (string, error) {
 	return s.Seal([]byte(secret), secretLabel(endpointID))
 }
 
-// openSecret returns the HMAC key of an endpoint. A secret stored in the
-// clear (by a version before sealing) is still accepted.
-func openSecret(s Sealer, h store.Webhook) ([]byte, error) {
-	stored := h.Secret
+// signingKeys returns the HMAC keys an endpoint's requests are signed
+// with at now: its secret's, and after a rotation its previous secret's
+// until that expires (a previous secret that no longer opens is left
+// out: the current one still signs).
+func signingKeys(s Sealer, h store.Webhook, now time.Time) ([][]byte, error) {
+	key, err := openSecret(s, h.ID, h.Secret)
+	if err != nil {
+		return nil, err
+	}
+	keys := [][]byte{key}
+	if h.PreviousSecret != "" && now.Before(h.PreviousUntil) {
+		if prev, err := openSecret(s, h.ID, h.PreviousSecret); err == nil {
+			keys = append(keys, prev)
+		}
+	}
+	return keys, nil
+}
+
+// openSecret returns the HMAC key of an endpoint's stored secret. A
+// secret stored in the clear (by a version before sealing) is accepted.
+func openSecret(s Sealer, endpointID, stored string) ([]byte, error) {
 	if !strings.HasPrefix(stored, SecretPrefix) {
 		if s == nil {
 			return nil, fmt.Errorf("%w: this process has no key to open it", errSealed)
 		}
-		plain, _, err := s.Unseal(stored, secretLabel(h.ID))
+		plain, _, err := s.Unseal(stored, secretLabel(endpointID))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errSealed, err)
 		}

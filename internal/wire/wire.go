@@ -277,10 +277,13 @@ type Webhook struct {
 	Events         []string   `json:"events"`
 	Pipeline       string     `json:"pipeline,omitempty"`
 	Owner          string     `json:"owner,omitempty"`
-	Secret         string     `json:"secret,omitempty"`
+	Secret         string     `json:"secret,omitempty"` // only when created or rotated
 	CreatedAt      time.Time  `json:"created_at"`
 	DisabledAt     *time.Time `json:"disabled_at,omitempty"`
 	DisabledReason string     `json:"disabled_reason,omitempty"`
+	// PreviousSecretUntil: after a rotation, requests also carry a
+	// signature with the previous secret until then.
+	PreviousSecretUntil *time.Time `json:"previous_secret_until,omitempty"`
 }
 
 // WebhookList is the document at GET /v1/webhooks.

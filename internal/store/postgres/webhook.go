@@ -12,18 +12,22 @@ import (
 	"github.com/sluice-media/sluice/internal/store"
 )
 
-const webhookColumns = `id, url, owner, pipeline, events, secret, created_at, disabled_at, disabled_reason`
+const webhookColumns = `id, url, owner, pipeline, events, secret, previous_secret, previous_until, created_at,
+	disabled_at, disabled_reason`
 
 func scanWebhook(sc scanner) (store.Webhook, error) {
 	var (
 		w        store.Webhook
 		disabled *time.Time
+		previous *time.Time
 	)
-	if err := sc.Scan(&w.ID, &w.URL, &w.Owner, &w.Pipeline, &w.Events, &w.Secret, &w.CreatedAt, &disabled, &w.DisabledReason); err != nil {
+	if err := sc.Scan(&w.ID, &w.URL, &w.Owner, &w.Pipeline, &w.Events, &w.Secret, &w.PreviousSecret, &previous,
+		&w.CreatedAt, &disabled, &w.DisabledReason); err != nil {
 		return store.Webhook{}, err
 	}
 	w.Events = strs(w.Events)
 	w.DisabledAt = readTime(disabled)
+	w.PreviousUntil = readTime(previous)
 	return w, nil
 }
 
@@ -36,8 +40,8 @@ func (s *Store) CreateWebhook(ctx context.Context, w store.Webhook) error {
 		w.CreatedAt = utcNow()
 	}
 	err := insert(ctx, s.pool, `INSERT INTO webhooks (`+webhookColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-		w.ID, w.URL, w.Owner, w.Pipeline, nonNil(w.Events), w.Secret,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING`,
+		w.ID, w.URL, w.Owner, w.Pipeline, nonNil(w.Events), w.Secret, w.PreviousSecret, nullTime(w.PreviousUntil),
 		w.CreatedAt, nullTime(w.DisabledAt), w.DisabledReason)
 	if err != nil {
 		return fmt.Errorf("postgres: create webhook %q: %w", w.ID, err)
@@ -78,6 +82,17 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 func (s *Store) ReplaceWebhookSecret(ctx context.Context, id, old, secret string) error {
 	if err := exec(ctx, s.pool, `UPDATE webhooks SET secret = $1 WHERE id = $2 AND secret = $3`, secret, id, old); err != nil {
 		return fmt.Errorf("postgres: replace webhook secret %q: %w", id, err)
+	}
+	return nil
+}
+
+// RotateWebhookSecret replaces the endpoint's secret, keeping the old one
+// as its previous secret until previousUntil.
+func (s *Store) RotateWebhookSecret(ctx context.Context, id, secret string, previousUntil time.Time) error {
+	err := exec(ctx, s.pool, `UPDATE webhooks SET previous_secret = secret, previous_until = $1, secret = $2 WHERE id = $3`,
+		previousUntil, secret, id)
+	if err != nil {
+		return fmt.Errorf("postgres: rotate webhook secret %q: %w", id, err)
 	}
 	return nil
 }

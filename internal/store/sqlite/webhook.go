@@ -12,7 +12,8 @@ import (
 	"github.com/sluice-media/sluice/internal/store"
 )
 
-const webhookColumns = `id, url, owner, pipeline, events, secret, created_at, disabled_at, disabled_reason`
+const webhookColumns = `id, url, owner, pipeline, events, secret, previous_secret, previous_until, created_at,
+	disabled_at, disabled_reason`
 
 func scanWebhook(sc scanner) (store.Webhook, error) {
 	var (
@@ -20,8 +21,10 @@ func scanWebhook(sc scanner) (store.Webhook, error) {
 		events   string
 		created  int64
 		disabled sql.NullInt64
+		previous sql.NullInt64
 	)
-	if err := sc.Scan(&w.ID, &w.URL, &w.Owner, &w.Pipeline, &events, &w.Secret, &created, &disabled, &w.DisabledReason); err != nil {
+	if err := sc.Scan(&w.ID, &w.URL, &w.Owner, &w.Pipeline, &events, &w.Secret, &w.PreviousSecret, &previous,
+		&created, &disabled, &w.DisabledReason); err != nil {
 		return store.Webhook{}, err
 	}
 	if events != "" {
@@ -29,6 +32,7 @@ func scanWebhook(sc scanner) (store.Webhook, error) {
 	}
 	w.CreatedAt = time.Unix(0, created).UTC()
 	w.DisabledAt = readTime(disabled)
+	w.PreviousUntil = readTime(previous)
 	return w, nil
 }
 
@@ -41,8 +45,8 @@ func (s *Store) CreateWebhook(ctx context.Context, w store.Webhook) error {
 		w.CreatedAt = utcNow()
 	}
 	err := insert(ctx, s.w, `INSERT INTO webhooks (`+webhookColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		w.ID, w.URL, w.Owner, w.Pipeline, strings.Join(w.Events, ","), w.Secret,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		w.ID, w.URL, w.Owner, w.Pipeline, strings.Join(w.Events, ","), w.Secret, w.PreviousSecret, nullTime(w.PreviousUntil),
 		w.CreatedAt.UnixNano(), nullTime(w.DisabledAt), w.DisabledReason)
 	if err != nil {
 		return fmt.Errorf("sqlite: create webhook %q: %w", w.ID, err)
@@ -91,6 +95,20 @@ func (s *Store) ReplaceWebhookSecret(ctx context.Context, id, old, secret string
 	}
 	if err != nil {
 		return fmt.Errorf("sqlite: replace webhook secret %q: %w", id, err)
+	}
+	return nil
+}
+
+// RotateWebhookSecret replaces the endpoint's secret, keeping the old one
+// as its previous secret until previousUntil.
+func (s *Store) RotateWebhookSecret(ctx context.Context, id, secret string, previousUntil time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE webhooks SET previous_secret = secret, previous_until = ?, secret = ? WHERE id = ?`,
+		previousUntil.UTC().UnixNano(), secret, id)
+	if err == nil {
+		err = rowsAffected(res)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: rotate webhook secret %q: %w", id, err)
 	}
 	return nil
 }

@@ -166,6 +166,17 @@ func testDeliveries(t *testing.T, s store.Store) {
 		t.Errorf("secret after replace = %q, want sealed-1", w.Secret)
 	}
 
+	// A rotation keeps the secret it replaces for a while.
+	if err := s.RotateWebhookSecret(ctx, "w1", "sealed-3", epoch.Add(24*time.Hour)); err != nil {
+		t.Fatalf("RotateWebhookSecret: %v", err)
+	}
+	rotated, _ := s.GetWebhook(ctx, "w1")
+	rc := check(t, "rotated webhook")
+	rc.eq("Secret", rotated.Secret, "sealed-3")
+	rc.eq("PreviousSecret", rotated.PreviousSecret, "sealed-1")
+	rc.time("PreviousUntil", rotated.PreviousUntil, epoch.Add(24*time.Hour))
+	wantErr(t, "RotateWebhookSecret(unknown)", s.RotateWebhookSecret(ctx, "nope", "x", epoch), store.ErrNotFound)
+
 	// Disabling fails what is pending.
 	if err := s.DisableWebhook(ctx, "w1", "410 Gone", epoch.Add(time.Hour)); err != nil {
 		t.Fatalf("DisableWebhook: %v", err)
