@@ -26,7 +26,7 @@ type receiver struct {
 	mu     sync.Mutex
 	secret []byte
 	also   []byte // when set, requests must verify with this secret alone too
-	fail   int // answer 503 to this many requests first
+	fail   int    // answer 503 to this many requests first
 	got    []received
 }
 
