@@ -175,7 +175,8 @@ type BadInput struct {
 // as media (both pointing at /etc/passwd), a truncated MP4, an MP4 that
 // probes but whose frames cannot be decoded, decompression bombs (a PNG,
 // and a video whose frames declare 30000x30000 behind a container that
-// says 64x64), and a Matroska file nested 20000 levels deep.
+// says 64x64), a Matroska file nested 20000 levels deep, and a
+// transparent PNG cut off after four rows.
 func BadInputs(t testing.TB, dir string) []BadInput {
 	t.Helper()
 	write := func(name string, data []byte) string {
@@ -210,7 +211,15 @@ func BadInputs(t testing.TB, dir string) []BadInput {
 		{"pixel-bomb", pixelBomb(t, dir), "larger than the limit"},
 		{"video-frame-bomb", write("frames.mkv", frameBomb(t, dir)), "could be decoded"},
 		{"nested-matroska", write("nested.mkv", nestedMatroska()), "the file ended before any stream was found"},
+		{"truncated-png", truncatedPNG(t, dir), "could be decoded"},
 	}
+}
+
+// truncatedPNG is a 640x480 transparent PNG cut off after four rows.
+func truncatedPNG(t testing.TB, dir string) string {
+	p := filepath.Join(dir, "cut.png")
+	PNG(t, p, 640, 480)
+	return p
 }
 
 // frameBomb is a Matroska file of MJPEG frames whose JPEG headers
