@@ -2,7 +2,11 @@ package server
 
 import (
 	"bytes"
+	"encoding/base64"
+	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +93,124 @@ pipelines:
 		if o.Key != upload.SourceKey(id) {
 			t.Errorf("stray object under uploads/: %s", o.Key)
 		}
+	}
+}
+
+// TestTusExpiryOnS3: a resumable upload into the bucket tells its client
+// until when it is kept (Upload-Expires), stays alive while parts arrive,
+// and once it receives nothing for TusExpiry its multipart upload is
+// aborted, tusd's bookkeeping deleted and its asset failed. A finished
+// upload leaves no bookkeeping behind.
+func TestTusExpiryOnS3(t *testing.T) {
+	endpoint, ak, sk := s3test.Start(t)
+	cfg := testConfig(t)
+	cfg.S3.Endpoint, cfg.S3.Bucket, cfg.S3.PathStyle = endpoint, s3test.Bucket(t), true
+	cfg.S3.AccessKeyID, cfg.S3.SecretAccessKey = ak, sk
+	cfg.S3.PartSize = 5 << 20
+	cfg.Upload.TusExpiry = 5 * time.Second
+	h := start(t, cfg)
+	ctx := ctxT(t, 2*time.Minute)
+
+	clip := mediatest.Generate(t, t.TempDir(), "clip", mediatest.Clip{Duration: 2, Video: true})
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, make([]byte, 12<<20-len(data))...)
+	tusReq := func(method, url string, offset int, body []byte) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		if method == "POST" {
+			req.Header.Set("Upload-Length", strconv.Itoa(len(data)))
+			req.Header.Set("Upload-Metadata", "filename "+base64.StdEncoding.EncodeToString([]byte("clip.mp4")))
+		} else {
+			req.Header.Set("Upload-Offset", strconv.Itoa(offset))
+			req.Header.Set("Content-Type", "application/offset+octet-stream")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	create := func() (url, id string) {
+		t.Helper()
+		resp := tusReq("POST", h.URL()+"/v1/tus/", 0, nil)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("tus create: %s", resp.Status)
+		}
+		return resp.Header.Get("Location"), resp.Header.Get("Sluice-Asset-Id")
+	}
+	cl := h.bucket.(*s3blob.Bucket).Client()
+	multipart := func(id string) int {
+		out, err := cl.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &cfg.S3.Bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, u := range out.Uploads {
+			if u.Key != nil && strings.Contains(*u.Key, id) {
+				n++
+			}
+		}
+		return n
+	}
+	bookkeeping := func(id string) []string {
+		objs, err := h.bucket.List(ctx, "tus/"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, o := range objs {
+			keys = append(keys, o.Key)
+		}
+		return keys
+	}
+
+	// Abandoned after one part and a remainder.
+	abandoned, abandonedID := create()
+	resp := tusReq("PATCH", abandoned, 0, data[:6<<20])
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Upload-Expires") == "" {
+		t.Fatalf("first PATCH: %s, Upload-Expires %q; want 204 with an expiry", resp.Status, resp.Header.Get("Upload-Expires"))
+	}
+	if multipart(abandonedID) != 1 {
+		t.Fatal("no multipart upload in the bucket for the resumable upload")
+	}
+
+	// Alive: a part every second, finished after the abandoned one's
+	// expiry would have struck it.
+	alive, aliveID := create()
+	for i := range 2 {
+		if resp := tusReq("PATCH", alive, i*5<<20, data[i*5<<20:(i+1)*5<<20]); resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("PATCH %d: %s", i, resp.Status)
+		}
+		time.Sleep(time.Second)
+	}
+
+	a := h.wait(t, abandonedID)
+	if a.Status != wire.StatusFailed || !strings.Contains(a.Error, "resumable upload abandoned") {
+		t.Fatalf("abandoned upload's asset: %s %q, want failed as abandoned", a.Status, a.Error)
+	}
+	if n := multipart(abandonedID); n != 0 {
+		t.Errorf("%d multipart uploads left in the bucket for the abandoned upload", n)
+	}
+	if left := bookkeeping(abandonedID); len(left) != 0 {
+		t.Errorf("tusd bookkeeping left for the abandoned upload: %v", left)
+	}
+	if resp := tusReq("HEAD", abandoned, 0, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD of the abandoned upload: %s, want 404", resp.Status)
+	}
+
+	if resp := tusReq("PATCH", alive, 10<<20, data[10<<20:]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("last PATCH: %s", resp.Status)
+	}
+	if a := h.wait(t, aliveID); a.Status != wire.StatusSucceeded {
+		t.Fatalf("live upload's asset: %s %q, want succeeded", a.Status, a.Error)
+	}
+	if left := bookkeeping(aliveID); len(left) != 0 {
+		t.Errorf("tusd bookkeeping left after the upload finished: %v", left)
 	}
 }

@@ -104,8 +104,8 @@ func (s *Service) completeOrExpire(ctx context.Context, st *ReconcileStats) erro
 // way: its tusd info, in the tus dir or (S3) under tus/ in the bucket.
 func (s *Service) tusInProgress(ctx context.Context, id string) bool {
 	if s.tusS3 {
-		objs, err := s.bucket.List(ctx, tusPrefix+id+"+")
-		return err != nil || len(objs) > 0 // unsure: leave it be
+		_, err := s.bucket.Stat(ctx, tusPrefix+id+".info")
+		return !errors.Is(err, blob.ErrNotFound) // unsure: leave it be
 	}
 	if s.cfg.TusDir == "" {
 		return false
@@ -117,6 +117,9 @@ func (s *Service) tusInProgress(ctx context.Context, id string) bool {
 // expireTus deletes resumable uploads that received no data for TusExpiry
 // and fails their assets.
 func (s *Service) expireTus(ctx context.Context, st *ReconcileStats) error {
+	if s.tusS3 {
+		return s.expireTusS3(ctx, st)
+	}
 	if s.cfg.TusDir == "" {
 		return nil
 	}

@@ -48,7 +48,7 @@ func (s *Service) TusHandler(basePath string) (http.Handler, error) {
 		st.MetadataObjectPrefix = tusPrefix
 		st.MinPartSize, st.PreferredPartSize = b.PartSize(), b.PartSize()
 		st.UseIn(composer)
-		s.tusS3 = true
+		s.tusS3, s.tusStore = true, st
 	} else {
 		filestore.New(s.cfg.TusDir).UseIn(composer)
 	}
@@ -235,7 +235,13 @@ func (s *Service) tusFinish(hook tusd.HookEvent) (tusd.HTTPResponse, error) {
 		if err != nil {
 			return fail(err)
 		}
-		if err := s.complete(ctx, a, attrs, event.ActionCompleteMultipartUpload, "tus"); err != nil {
+		err = s.complete(ctx, a, attrs, event.ActionCompleteMultipartUpload, "tus")
+		if err == nil || errors.Is(err, ErrUnsupportedType) {
+			// tusd leaves its .info (and an empty .part) behind; as with
+			// the file store, a finished upload is gone.
+			s.deleteTusInfo(ctx, a.ID)
+		}
+		if err != nil {
 			if errors.Is(err, ErrUnsupportedType) {
 				s.metrics.Uploads.WithLabelValues("tus", "rejected").Inc()
 				return tusd.HTTPResponse{}, tusd.NewError("ERR_UNSUPPORTED_TYPE", err.Error(), http.StatusUnsupportedMediaType)

@@ -21,11 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/tus/tusd/v2/pkg/s3store"
 
 	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/blob"
@@ -138,8 +140,10 @@ type Service struct {
 	// principals maps a tus request's reference to its principal while
 	// the request runs (see withPrincipal).
 	principals sync.Map
-	tusS3      bool  // resumable uploads go straight to an S3 bucket
-	locks      Locks // shared locks for resumable uploads; nil: files in the tus dir
+	tusS3      bool // resumable uploads go straight to an S3 bucket
+	tusStore   s3store.S3Store
+	tusSwept   atomic.Int64 // unix nanoseconds of the last look for abandoned uploads in the bucket
+	locks      Locks        // shared locks for resumable uploads; nil: files in the tus dir
 
 	// URL ingest (fetch.go): nil fetcher when not enabled.
 	fetcher    Fetcher
