@@ -130,6 +130,9 @@ func (s *Service) expireTusUpload(ctx context.Context, id string, cutoff time.Ti
 		return err
 	}
 	info, err := s.readTusInfo(ctx, id)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil // finished or expired meanwhile, by another gateway
+	}
 	if err != nil {
 		return err
 	}
@@ -161,6 +164,9 @@ func (s *Service) expireTusUpload(ctx context.Context, id string, cutoff time.Ti
 		defer func() { _ = release() }()
 	}
 	up, err := s.tusStore.GetUpload(ctx, info.ID)
+	if errors.Is(err, tusd.ErrNotFound) {
+		return nil // expired meanwhile, by another gateway
+	}
 	if err != nil {
 		return fmt.Errorf("upload: resumable upload of %s: %w", id, err)
 	}
