@@ -108,7 +108,7 @@ func uploadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func assetsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: sluice assets get ID | sluice assets list | sluice assets reprocess ID [--steps a,b] [--wait]")
+		fmt.Fprintln(stderr, "usage: sluice assets get ID | sluice assets list | sluice assets reprocess ID [--steps a,b] [--wait] | sluice assets delete ID")
 		return exitError{2}
 	}
 	fs := flag.NewFlagSet("sluice assets "+args[0], flag.ContinueOnError)
@@ -138,6 +138,16 @@ func assetsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		return printAsset(stdout, a, *asJSON)
+	case "delete":
+		if len(pos) != 1 {
+			fmt.Fprintln(stderr, "usage: sluice assets delete ID")
+			return exitError{2}
+		}
+		if err := c.DeleteAsset(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "deleted", pos[0])
+		return nil
 	case "reprocess":
 		if len(pos) != 1 {
 			fmt.Fprintln(stderr, "usage: sluice assets reprocess ID [--steps a,b] [--wait] [--json]")

@@ -118,3 +118,23 @@ func Import(ctx context.Context, b Bucket, key, path string, opts PutOptions) (A
 	}
 	return importByCopy(ctx, b, key, path, opts)
 }
+
+// DeletePrefix deletes every object whose key starts with prefix and
+// returns how many it deleted; one already gone counts as deleted. It
+// goes on past a failed delete and reports every failure.
+func DeletePrefix(ctx context.Context, b Bucket, prefix string) (int, error) {
+	objs, err := b.List(ctx, prefix)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, o := range objs {
+		if err := b.Delete(ctx, o.Key); err != nil && !errors.Is(err, ErrNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}

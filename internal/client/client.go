@@ -190,6 +190,15 @@ func (c *Client) Usage(ctx context.Context) (wire.Usage, error) {
 	return u, c.getJSON(ctx, "/v1/usage", &u)
 }
 
+// DeleteAsset deletes an asset with its source, outputs and records.
+func (c *Client) DeleteAsset(ctx context.Context, id string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.Base+"/v1/assets/"+url.PathEscape(id), nil)
+	if err != nil {
+		return err
+	}
+	return c.do(req, nil)
+}
+
 // Reprocess asks for the asset's pipeline to run again: the given steps,
 // or all of them.
 func (c *Client) Reprocess(ctx context.Context, id string, steps []string) (wire.Asset, error) {

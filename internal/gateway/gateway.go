@@ -165,6 +165,7 @@ func (g *Gateway) routes() {
 	m.Handle("GET /v1/assets", g.scopedFunc(read, g.listAssets))
 	m.Handle("POST /v1/assets", g.scopedFunc(up, g.ingest))
 	m.Handle("GET /v1/assets/{id}", g.scopedFunc(read, g.getAsset))
+	m.Handle("DELETE /v1/assets/{id}", g.scopedFunc(up, g.deleteAsset))
 	m.Handle("POST /v1/assets/{id}/reprocess", g.scopedFunc(up, g.reprocess))
 	m.Handle("POST /v1/assets/{id}/release", g.scopedFunc(admin, g.release))
 	m.Handle("GET /v1/pipelines", g.scopedFunc(read, g.listPipelines))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-media/sluice/internal/auth"
 	"github.com/sluice-media/sluice/internal/delivery"
 	"github.com/sluice-media/sluice/internal/media"
 	"github.com/sluice-media/sluice/internal/pipeline"
@@ -386,6 +387,27 @@ func PipelineList(set *pipeline.Set) wire.PipelineList {
 }
 
 // release lifts a quarantine: the asset's outputs are delivered again.
+// deleteAsset deletes an asset and everything of it (source, outputs,
+// variants, records; a resumable upload in progress is aborted). A key
+// deletes the assets it created; an admin any.
+func (g *Gateway) deleteAsset(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	a, err := g.deps.Store.GetAsset(ctx, r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	if p, _ := auth.PrincipalFrom(ctx); !p.Can(auth.ScopeAdmin) && (p.KeyID == "" || a.Owner != p.KeyID) {
+		writeError(w, r, g.deps.Log, &httpError{http.StatusForbidden, "not_owner", "only the key that created an asset, or an admin key, may delete it"})
+		return
+	}
+	if err := g.deps.Uploads.DeleteAsset(ctx, a.ID); err != nil {
+		writeError(w, r, g.deps.Log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (g *Gateway) release(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("id")

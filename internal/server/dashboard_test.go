@@ -371,6 +371,16 @@ pipelines:
 	b.waitJS("the image shows", `(() => { const i = document.querySelector('.player-fallback img'); return i && i.complete && i.naturalWidth > 0 })()`, 20*time.Second)
 	b.screenshot("image")
 
+	// Deleting the image from its page: back to the list, which no longer
+	// has it; the API has forgotten it.
+	eval[bool](b, `window.confirm = () => true; true`)
+	b.run("delete the image", chromedp.Click(chromedp.CSS("#delete-asset")))
+	b.waitJS("back on the assets list", `location.hash === '#/assets' && !!document.querySelector('#assets')`, 10*time.Second)
+	b.waitJS("the deleted image is not listed", fmt.Sprintf(`!document.querySelector('tr.asset-row[data-id="%s"]') && document.querySelectorAll('tr.asset-row').length > 0`, picture.ID), 10*time.Second)
+	if _, err := h.client.Asset(ctxT(t, 10*time.Second), picture.ID); !isStatus(err, http.StatusNotFound) {
+		t.Errorf("the image after its deletion from the page: %v, want 404", err)
+	}
+
 	// A dead letter, replayed from the queue page once its bytes are back.
 	lost := mediatest.Generate(t, dir, "lost", mediatest.Clip{Width: 320, Height: 240, Duration: 2, Video: true, Audio: true})
 	lostID, restore := h.lostUpload(t, lost)

@@ -116,6 +116,10 @@ type Step struct {
 	Duration   time.Duration
 }
 
+// OutputPrefix is the part of the bucket that holds an asset's outputs
+// (and on-demand variants): everything Sluice made of it.
+func OutputPrefix(assetID string) string { return "assets/" + assetID + "/" }
+
 // Output is a file a step produced for an asset. An asset has at most one
 // output per name: writing it again replaces it.
 type Output struct {
@@ -160,6 +164,9 @@ type Claim struct {
 type Store interface {
 	CreateAsset(ctx context.Context, a Asset) error
 	GetAsset(ctx context.Context, id string) (Asset, error)
+	// DeleteAsset removes an asset with its jobs, steps and outputs
+	// (ErrNotFound if there is none). Its objects are the caller's.
+	DeleteAsset(ctx context.Context, id string) error
 	ListAssets(ctx context.Context, opts ListOptions) (Page, error)
 	// MarkUploaded records the stored object, sets UploadedAt and returns
 	// the asset to pending with no error.

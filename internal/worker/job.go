@@ -29,7 +29,7 @@ import (
 // over in one transaction, and then deletes the old objects. A redelivery
 // of the same job writes the same keys again.
 func OutputKey(assetID, jobKey, name string) string {
-	return "assets/" + assetID + "/" + generation(jobKey) + "/" + name
+	return store.OutputPrefix(assetID) + generation(jobKey) + "/" + name
 }
 
 // generation is the short form of a job key used in output keys.
@@ -61,6 +61,10 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	log := w.log.With("asset", ev.AssetID, "seq", d.Seq, "attempt", d.Attempt, "trace_id", telemetry.TraceID(ctx))
 
 	asset, err := w.store.GetAsset(ctx, ev.AssetID)
+	if errors.Is(err, store.ErrNotFound) {
+		w.dropDeleted(ctx, d, log)
+		return
+	}
 	if err != nil {
 		w.retry(ctx, d, log, "", fmt.Errorf("load asset: %w", err))
 		return
@@ -112,6 +116,12 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	stopRenew()
 	stopKeepAlive()
 	cancel(nil)
+	// Deleted while it ran (its lease could not be renewed, which stopped
+	// the job): what the steps wrote goes too.
+	if _, gerr := w.store.GetAsset(ctx, ev.AssetID); errors.Is(gerr, store.ErrNotFound) {
+		w.dropDeleted(ctx, d, log)
+		return
+	}
 
 	var me *pipeline.MediaError
 	switch {
@@ -130,6 +140,18 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	default:
 		w.retry(ctx, d, log, key, err)
 	}
+}
+
+// dropDeleted ends the delivery of an event whose asset was deleted,
+// removing any outputs a run wrote after the deletion swept them.
+func (w *Worker) dropDeleted(ctx context.Context, d *queue.Delivery, log *slog.Logger) {
+	if n, err := blob.DeletePrefix(ctx, w.bucket, store.OutputPrefix(d.Event.AssetID)); err != nil {
+		log.Warn("worker: remove the outputs of a deleted asset", "err", err)
+	} else if n > 0 {
+		log.Info("worker: removed outputs written after the asset was deleted", "objects", n)
+	}
+	log.Info("worker: asset deleted; dropping its event")
+	w.ack(ctx, d, log, "deleted")
 }
 
 // renewLease keeps the job's lease alive; if it is lost (another worker

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) blob.Bucket) {
 		{"LongKey", testLongKey},
 		{"NotFound", testNotFound},
 		{"Delete", testDelete},
+		{"DeletePrefix", testDeletePrefix},
 		{"List", testList},
 		{"SeekAndRange", testSeekAndRange},
 		{"ConcurrentKeys", testConcurrentKeys},
@@ -432,6 +433,22 @@ func testDelete(t *testing.T, b blob.Bucket) {
 	put(t, b, "p", []byte("p"), "")
 	if got := read(t, b, "p"); string(got) != "p" {
 		t.Errorf("content of \"p\" = %q, want %q", got, "p")
+	}
+}
+
+func testDeletePrefix(t *testing.T, b blob.Bucket) {
+	for _, k := range []string{"assets/a1/x/1.jpg", "assets/a1/hls/seg.m4s", "assets/a10/t.jpg", "assets/a2/t.jpg"} {
+		put(t, b, k, []byte(k), "")
+	}
+	n, err := blob.DeletePrefix(t.Context(), b, "assets/a1/")
+	if err != nil || n != 2 {
+		t.Fatalf("DeletePrefix = %d, %v; want 2 deleted", n, err)
+	}
+	if got, want := keys(list(t, b, "assets/")), []string{"assets/a10/t.jpg", "assets/a2/t.jpg"}; !slices.Equal(got, want) {
+		t.Errorf("List after DeletePrefix = %q, want %q", got, want)
+	}
+	if n, err := blob.DeletePrefix(t.Context(), b, "assets/a1/"); err != nil || n != 0 {
+		t.Errorf("DeletePrefix(nothing left) = %d, %v", n, err)
 	}
 }
 

@@ -95,6 +95,15 @@ func (s *Store) CreateAsset(ctx context.Context, a store.Asset) error {
 	return nil
 }
 
+// DeleteAsset removes an asset; its jobs, steps and outputs go with it
+// (foreign keys cascade).
+func (s *Store) DeleteAsset(ctx context.Context, id string) error {
+	if err := exec(ctx, s.pool, `DELETE FROM assets WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("postgres: delete asset %q: %w", id, err)
+	}
+	return nil
+}
+
 // GetAsset returns the asset with the given ID or store.ErrNotFound.
 func (s *Store) GetAsset(ctx context.Context, id string) (store.Asset, error) {
 	a, err := scanAsset(s.pool.QueryRow(ctx, `SELECT `+assetColumns+` FROM assets WHERE id = $1`, id))

@@ -108,6 +108,19 @@ func (s *Store) CreateAsset(ctx context.Context, a store.Asset) error {
 	return nil
 }
 
+// DeleteAsset removes an asset; its jobs, steps and outputs go with it
+// (foreign keys cascade).
+func (s *Store) DeleteAsset(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM assets WHERE id = ?`, id)
+	if err == nil {
+		err = rowsAffected(res)
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: delete asset %q: %w", id, err)
+	}
+	return nil
+}
+
 // GetAsset returns the asset with the given ID or store.ErrNotFound.
 func (s *Store) GetAsset(ctx context.Context, id string) (store.Asset, error) {
 	a, err := scanAsset(s.r.QueryRowContext(ctx, `SELECT `+assetColumns+` FROM assets WHERE id = ?`, id))

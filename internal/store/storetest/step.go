@@ -275,3 +275,45 @@ func testOutputs(t *testing.T, s store.Store) {
 	err := s.PutOutput(ctx, output("missing", "x.jpg", "thumbnail", 1, epoch))
 	wantErr(t, "PutOutput(unknown asset)", err, store.ErrNotFound)
 }
+
+// testDeleteAsset removes an asset with its jobs, steps and outputs, and
+// nothing of another asset.
+func testDeleteAsset(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"a1", "a2"} {
+		mustCreate(t, s, newAsset(id, epoch))
+		if _, err := s.ClaimJob(ctx, store.Claim{Key: "job-" + id, AssetID: id, Owner: "w", Now: epoch, Lease: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.StartStep(ctx, "job-"+id, id, "probe", epoch); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutOutput(ctx, store.Output{AssetID: id, Name: "thumbnail.jpg", Step: "thumbnail", Key: "assets/" + id + "/t.jpg", CreatedAt: epoch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteAsset(ctx, "a1"); err != nil {
+		t.Fatalf("DeleteAsset: %v", err)
+	}
+	_, err := s.GetAsset(ctx, "a1")
+	wantErr(t, "GetAsset(deleted)", err, store.ErrNotFound)
+	_, err = s.GetJob(ctx, "job-a1")
+	wantErr(t, "GetJob(of a deleted asset)", err, store.ErrNotFound)
+	if outs, err := s.ListOutputs(ctx, "a1"); err != nil || len(outs) != 0 {
+		t.Errorf("outputs of a deleted asset: %v, %v", outs, err)
+	}
+	if steps, err := s.ListJobSteps(ctx, "job-a1"); err != nil || len(steps) != 0 {
+		t.Errorf("steps of a deleted asset: %v, %v", steps, err)
+	}
+	// A lease on its job cannot be renewed: its worker stops.
+	if err := s.RenewJob(ctx, "job-a1", "w", epoch.Add(time.Minute)); err == nil {
+		t.Error("RenewJob of a deleted asset's job succeeded")
+	}
+	wantErr(t, "DeleteAsset(again)", s.DeleteAsset(ctx, "a1"), store.ErrNotFound)
+	if outs, err := s.ListOutputs(ctx, "a2"); err != nil || len(outs) != 1 {
+		t.Errorf("the other asset's outputs: %v, %v", outs, err)
+	}
+	if _, err := s.GetJob(ctx, "job-a2"); err != nil {
+		t.Errorf("the other asset's job: %v", err)
+	}
+}

@@ -76,6 +76,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MetadataAndPipeline", testMetadataAndPipeline},
 		{"ListJobSteps", testListJobSteps},
 		{"ReplaceOutputs", testReplaceOutputs},
+		{"DeleteAsset", testDeleteAsset},
 		{"Quarantine", testQuarantine},
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"Keys", testKeys},

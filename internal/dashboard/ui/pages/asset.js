@@ -43,6 +43,8 @@ class AssetPage {
     this.statusEl = h('span', { id: 'asset-status', class: 'status', 'aria-live': 'polite' });
     this.reprocessBtn = h('button', { id: 'reprocess', type: 'button', text: 'Reprocess', title: 'Run every step again' });
     this.reprocessBtn.addEventListener('click', () => this.reprocess(null));
+    this.deleteBtn = h('button', { id: 'delete-asset', type: 'button', class: 'danger', text: 'Delete', title: 'Delete this asset with its source and every output' });
+    this.deleteBtn.addEventListener('click', () => this.remove());
     this.metaEl = h('dl', { class: 'meta' });
     this.errorEl = h('p', { id: 'asset-error', class: 'error-text', hidden: true });
     this.quarantineEl = h('p', { class: 'quarantine', hidden: true });
@@ -72,7 +74,7 @@ class AssetPage {
     this.el = h('section', { id: 'asset', class: 'asset', dataset: { id: this.id } },
       h('p', { class: 'crumbs' }, h('a', { href: '#/assets', text: '← Assets' })),
       h('div', { class: 'asset-head panel' },
-        h('div', { class: 'title-row' }, this.nameEl, this.statusEl, h('span', { class: 'spacer' }), this.reprocessBtn),
+        h('div', { class: 'title-row' }, this.nameEl, this.statusEl, h('span', { class: 'spacer' }), this.reprocessBtn, this.deleteBtn),
         this.metaEl, this.errorEl, this.quarantineEl, this.degradedEl),
       h('div', { class: 'asset-grid' },
         h('div', { class: 'media-col' },
@@ -124,6 +126,7 @@ class AssetPage {
     this.nameEl.textContent = 'Asset not found';
     this.statusEl.hidden = true;
     this.reprocessBtn.hidden = true;
+    this.deleteBtn.hidden = true;
     this.errorEl.hidden = false;
     this.errorEl.textContent = `No asset with id ${this.id}.`;
   }
@@ -161,6 +164,19 @@ class AssetPage {
       if (err.status !== 401) notice(errorMessage(err));
     } finally {
       if (btn) btn.disabled = false;
+    }
+  }
+
+  async remove() {
+    if (!confirm('Delete this asset, its source and every output? This cannot be undone.')) return;
+    this.deleteBtn.disabled = true;
+    try {
+      await api(`/v1/assets/${encodeURIComponent(this.id)}`, { method: 'DELETE' });
+      notice('asset deleted', 'info');
+      location.hash = '#/assets';
+    } catch (err) {
+      if (err.status !== 401) notice(errorMessage(err));
+      this.deleteBtn.disabled = false;
     }
   }
 
