@@ -116,7 +116,8 @@ func TestTusExpiryOnS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data = append(data, make([]byte, 12<<20-len(data))...)
+	const part = 5 << 20
+	data = append(data, make([]byte, 16*part-len(data))...) // room for a part a second while waiting
 	tusReq := func(method, url string, offset int, body []byte) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
@@ -180,17 +181,27 @@ func TestTusExpiryOnS3(t *testing.T) {
 		t.Fatal("no multipart upload in the bucket for the resumable upload")
 	}
 
-	// Alive: a part every second, finished after the abandoned one's
-	// expiry would have struck it.
+	// Alive: a part a second until the abandoned one has expired (which
+	// would have struck it too), finished later.
 	alive, aliveID := create()
-	for i := range 2 {
-		if resp := tusReq("PATCH", alive, i*5<<20, data[i*5<<20:(i+1)*5<<20]); resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("PATCH %d: %s", i, resp.Status)
+	sent := 0
+	var a wire.Asset
+	for deadline := time.Now().Add(time.Minute); ; {
+		if sent+part >= len(data) || time.Now().After(deadline) {
+			t.Fatalf("the abandoned upload did not expire while %d bytes went to the live one", sent)
+		}
+		if resp := tusReq("PATCH", alive, sent, data[sent:sent+part]); resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("PATCH at %d: %s", sent, resp.Status)
+		}
+		sent += part
+		if a, err = h.client.Asset(ctx, abandonedID); err != nil {
+			t.Fatal(err)
+		}
+		if a.Status != wire.StatusPending {
+			break
 		}
 		time.Sleep(time.Second)
 	}
-
-	a := h.wait(t, abandonedID)
 	if a.Status != wire.StatusFailed || !strings.Contains(a.Error, "resumable upload abandoned") {
 		t.Fatalf("abandoned upload's asset: %s %q, want failed as abandoned", a.Status, a.Error)
 	}
@@ -204,7 +215,22 @@ func TestTusExpiryOnS3(t *testing.T) {
 		t.Errorf("HEAD of the abandoned upload: %s, want 404", resp.Status)
 	}
 
-	if resp := tusReq("PATCH", alive, 10<<20, data[10<<20:]); resp.StatusCode != http.StatusNoContent {
+	// Deleting an asset whose resumable upload is under way aborts it.
+	deleted, deletedID := create()
+	if resp := tusReq("PATCH", deleted, 0, data[:6<<20]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH: %s", resp.Status)
+	}
+	if status, code, body := request(t, "DELETE", h.URL()+"/v1/assets/"+deletedID, nil, nil, -1); status != http.StatusNoContent {
+		t.Fatalf("delete during a resumable upload: %d %s %s", status, code, body)
+	}
+	if n := multipart(deletedID); n != 0 {
+		t.Errorf("%d multipart uploads left in the bucket for the deleted asset", n)
+	}
+	if left := bookkeeping(deletedID); len(left) != 0 {
+		t.Errorf("tusd bookkeeping left for the deleted asset: %v", left)
+	}
+
+	if resp := tusReq("PATCH", alive, sent, data[sent:]); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("last PATCH: %s", resp.Status)
 	}
 	if a := h.wait(t, aliveID); a.Status != wire.StatusSucceeded {
