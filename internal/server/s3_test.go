@@ -107,7 +107,7 @@ func TestTusExpiryOnS3(t *testing.T) {
 	cfg.S3.Endpoint, cfg.S3.Bucket, cfg.S3.PathStyle = endpoint, s3test.Bucket(t), true
 	cfg.S3.AccessKeyID, cfg.S3.SecretAccessKey = ak, sk
 	cfg.S3.PartSize = 5 << 20
-	cfg.Upload.TusExpiry = 5 * time.Second
+	cfg.Upload.TusExpiry = 8 * time.Second
 	h := start(t, cfg)
 	ctx := ctxT(t, 2*time.Minute)
 
@@ -181,6 +181,21 @@ func TestTusExpiryOnS3(t *testing.T) {
 		t.Fatal("no multipart upload in the bucket for the resumable upload")
 	}
 
+	// Deleting an asset whose resumable upload is under way aborts it.
+	deleted, deletedID := create()
+	if resp := tusReq("PATCH", deleted, 0, data[:6<<20]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH: %s", resp.Status)
+	}
+	if status, code, body := request(t, "DELETE", h.URL()+"/v1/assets/"+deletedID, nil, nil, -1); status != http.StatusNoContent {
+		t.Fatalf("delete during a resumable upload: %d %s %s", status, code, body)
+	}
+	if n := multipart(deletedID); n != 0 {
+		t.Errorf("%d multipart uploads left in the bucket for the deleted asset", n)
+	}
+	if left := bookkeeping(deletedID); len(left) != 0 {
+		t.Errorf("tusd bookkeeping left for the deleted asset: %v", left)
+	}
+
 	// Alive: a part a second until the abandoned one has expired (which
 	// would have struck it too), finished later.
 	alive, aliveID := create()
@@ -213,21 +228,6 @@ func TestTusExpiryOnS3(t *testing.T) {
 	}
 	if resp := tusReq("HEAD", abandoned, 0, nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("HEAD of the abandoned upload: %s, want 404", resp.Status)
-	}
-
-	// Deleting an asset whose resumable upload is under way aborts it.
-	deleted, deletedID := create()
-	if resp := tusReq("PATCH", deleted, 0, data[:6<<20]); resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("PATCH: %s", resp.Status)
-	}
-	if status, code, body := request(t, "DELETE", h.URL()+"/v1/assets/"+deletedID, nil, nil, -1); status != http.StatusNoContent {
-		t.Fatalf("delete during a resumable upload: %d %s %s", status, code, body)
-	}
-	if n := multipart(deletedID); n != 0 {
-		t.Errorf("%d multipart uploads left in the bucket for the deleted asset", n)
-	}
-	if left := bookkeeping(deletedID); len(left) != 0 {
-		t.Errorf("tusd bookkeeping left for the deleted asset: %v", left)
 	}
 
 	if resp := tusReq("PATCH", alive, sent, data[sent:]); resp.StatusCode != http.StatusNoContent {
