@@ -16,7 +16,7 @@ import (
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
-var eventTypes = []string{webhook.AssetSucceeded, webhook.AssetFailed, webhook.AssetDegraded}
+var eventTypes = []string{webhook.AssetSucceeded, webhook.AssetFailed, webhook.AssetDegraded, webhook.AssetDeleted}
 
 // createWebhook registers an endpoint for the calling key's assets (or,
 // for an admin asking for all_assets, every asset). Its URL is checked

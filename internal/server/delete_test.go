@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/sluice-media/sluice/internal/mediatest"
 	"github.com/sluice-media/sluice/internal/store"
 	"github.com/sluice-media/sluice/internal/upload"
+	"github.com/sluice-media/sluice/internal/webhook"
 	"github.com/sluice-media/sluice/internal/wire"
 )
 
@@ -34,8 +37,21 @@ pipelines:
       - uses: hls
         with: {heights: [360, 240]}
 `)}
+	cfg.WebhookAllowPrivate = true
 	h := start(t, cfg)
 	ctx := ctxT(t, 3*time.Minute)
+	// An endpoint that hears only of deletions.
+	hook := &receiver{t: t}
+	hookSrv := httptest.NewServer(hook)
+	defer hookSrv.Close()
+	status, code, body := request(t, "POST", h.URL()+"/v1/webhooks",
+		strings.NewReader(`{"url":"`+hookSrv.URL+`/hook","all_assets":true,"events":["asset.deleted"]}`), nil, -1)
+	if status != http.StatusCreated {
+		t.Fatalf("create webhook: %d %s %s", status, code, body)
+	}
+	var created wire.Webhook
+	decode(t, body, &created)
+	hook.secret, _ = webhook.ParseSecret(created.Secret)
 	dir := t.TempDir()
 	app := h.newKey(t, wire.KeyRequest{Name: "app", Scopes: []string{auth.ScopeUpload, auth.ScopeRead}})
 	other := h.newKey(t, wire.KeyRequest{Name: "other", Scopes: []string{auth.ScopeUpload, auth.ScopeRead}})
@@ -97,6 +113,10 @@ pipelines:
 	}
 	if status := deleteAs(app.Token, done); status != http.StatusNotFound {
 		t.Errorf("delete again: %d, want 404", status)
+	}
+	if got := waitFor(t, hook.events, 1); got[0].typ != webhook.AssetDeleted || got[0].data.Asset.ID != done ||
+		got[0].data.Asset.Status != "deleted" || got[0].data.Asset.Name == "" {
+		t.Errorf("webhook after the deletion: %+v, want asset.deleted of %s with its name", got[0], done)
 	}
 	if a, err := appClient.Asset(ctx, kept); err != nil || a.Status != wire.StatusSucceeded || objects(kept) < 3 {
 		t.Errorf("the other asset after a deletion: %+v %v, %d objects", a.Status, err, objects(kept))

@@ -217,6 +217,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 		log.Info("webhook secrets sealed under the current signing key", "endpoints", n)
 	}
 	s.worker.OnFinish = s.hooks.AssetFinished
+	s.uploads.OnDelete = s.hooks.AssetDeleted
 	s.worker.Tracer = s.tracing.Tracer
 	s.registerQueueDepth()
 	s.queue.OnAbandoned(func(ctx context.Context, ev event.ObjectCreated, reason string) {

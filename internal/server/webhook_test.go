@@ -125,7 +125,7 @@ func TestWebhooks(t *testing.T) {
 	if status, code, _ := request(t, "POST", h.URL()+"/v1/webhooks", strings.NewReader(`{"url":"`+appSrv.URL+`","all_assets":true}`), bearerOf(app.Token), -1); status != 403 {
 		t.Errorf("all_assets with an app key: %d %s, want 403", status, code)
 	}
-	if status, code, _ := request(t, "POST", h.URL()+"/v1/webhooks", strings.NewReader(`{"url":"`+appSrv.URL+`","events":["asset.deleted"]}`), bearerOf(app.Token), -1); status != 400 {
+	if status, code, _ := request(t, "POST", h.URL()+"/v1/webhooks", strings.NewReader(`{"url":"`+appSrv.URL+`","events":["asset.renamed"]}`), bearerOf(app.Token), -1); status != 400 {
 		t.Errorf("unknown event type: %d %s, want 400", status, code)
 	}
 	var list wire.WebhookList

@@ -22,7 +22,8 @@ import (
 // wrote after that (see worker). Deleting an asset that is gone is
 // store.ErrNotFound.
 func (s *Service) DeleteAsset(ctx context.Context, id string) error {
-	if _, err := s.store.GetAsset(ctx, id); err != nil {
+	a, err := s.store.GetAsset(ctx, id)
+	if err != nil {
 		return err
 	}
 	if err := s.abortTus(ctx, id); err != nil {
@@ -41,6 +42,11 @@ func (s *Service) DeleteAsset(ctx context.Context, id string) error {
 		s.log.WarnContext(ctx, "upload: sweep the outputs of a deleted asset", "asset", id, "err", err)
 	}
 	s.log.InfoContext(ctx, "upload: asset deleted", "asset", id)
+	if s.OnDelete != nil {
+		if err := s.OnDelete(context.WithoutCancel(ctx), a); err != nil {
+			s.log.ErrorContext(ctx, "upload: announce a deleted asset", "asset", id, "err", err)
+		}
+	}
 	return nil
 }
 

@@ -145,6 +145,10 @@ type Service struct {
 	tusSwept   atomic.Int64 // unix nanoseconds of the last look for abandoned uploads in the bucket
 	locks      Locks        // shared locks for resumable uploads; nil: files in the tus dir
 
+	// OnDelete, when set, is called with an asset DeleteAsset deleted
+	// (webhooks announce it). Set it before serving.
+	OnDelete func(ctx context.Context, a store.Asset) error
+
 	// URL ingest (fetch.go): nil fetcher when not enabled.
 	fetcher    Fetcher
 	fetchSem   chan struct{}

@@ -20,6 +20,7 @@ const (
 	AssetSucceeded = "asset.succeeded"
 	AssetFailed    = "asset.failed"
 	AssetDegraded  = "asset.degraded"
+	AssetDeleted   = "asset.deleted"
 )
 
 // Event is one notification. ID stays the same across retries so receivers

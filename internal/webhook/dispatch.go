@@ -105,11 +105,7 @@ func (d *Dispatcher) AssetFinished(ctx context.Context, assetID, jobKey string) 
 	if err != nil {
 		return fmt.Errorf("webhook: load asset: %w", err)
 	}
-	data := AssetData{
-		Asset: EventAsset{ID: a.ID, Name: a.Name, Status: string(a.Status), Error: a.Error, ContentType: a.ContentType,
-			Size: a.Size, Pipeline: a.Pipeline, Metadata: a.Metadata},
-		Job: jobKey,
-	}
+	data := AssetData{Asset: eventAsset(a), Job: jobKey}
 	var typ string
 	switch a.Status {
 	case store.StatusFailed:
@@ -133,6 +129,25 @@ func (d *Dispatcher) AssetFinished(ctx context.Context, assetID, jobKey string) 
 	default:
 		return nil // not finished (a later run was queued meanwhile)
 	}
+	return d.enqueue(ctx, a, jobKey, typ, data)
+}
+
+// AssetDeleted queues asset.deleted, with the asset as it was, for every
+// endpoint that wants it. Calling it again queues nothing new.
+func (d *Dispatcher) AssetDeleted(ctx context.Context, a store.Asset) error {
+	ea := eventAsset(a)
+	ea.Status = "deleted"
+	return d.enqueue(ctx, a, "deleted", AssetDeleted, AssetData{Asset: ea})
+}
+
+func eventAsset(a store.Asset) EventAsset {
+	return EventAsset{ID: a.ID, Name: a.Name, Status: string(a.Status), Error: a.Error, ContentType: a.ContentType,
+		Size: a.Size, Pipeline: a.Pipeline, Metadata: a.Metadata}
+}
+
+// enqueue stores a delivery of event typ about a for each endpoint that
+// wants it; run, the job or "deleted", makes the event's id.
+func (d *Dispatcher) enqueue(ctx context.Context, a store.Asset, run, typ string, data AssetData) error {
 	payload, err := json.Marshal(data)
 	if err != nil {
 		return err
@@ -148,7 +163,7 @@ func (d *Dispatcher) AssetFinished(ctx context.Context, assetID, jobKey string) 
 			continue
 		}
 		ds = append(ds, store.Delivery{
-			ID:        messageID(h.ID, a.ID, jobKey, typ),
+			ID:        messageID(h.ID, a.ID, run, typ),
 			WebhookID: h.ID, Type: typ, AssetID: a.ID, Payload: payload, EventTime: now,
 			State: store.DeliveryPending, NextAt: now,
 		})
