@@ -105,6 +105,10 @@ type Config struct {
 	// Delivery is how outputs are served unless the pipeline or the
 	// asset says otherwise: "public" or "private" (signed URLs).
 	Delivery string
+	// AssetAccess is which assets an API key without the admin scope may
+	// list, read, reprocess and render: "shared" (all) or "per-key" (those
+	// it created). Empty: shared.
+	AssetAccess string
 	// PrivateURLTTL is how long signed output URLs stay valid.
 	PrivateURLTTL time.Duration
 	// Webhooks configures delivery: timeouts and the retry schedule.
@@ -254,6 +258,9 @@ func (c *Config) Resolve() error {
 	if err := upload.ValidateTypePatterns(c.Upload.AllowedTypes); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	if c.AssetAccess != "" && c.AssetAccess != "shared" && c.AssetAccess != "per-key" {
+		return fmt.Errorf("config: asset access %q must be shared or per-key", c.AssetAccess)
+	}
 	if c.Delivery != "public" && c.Delivery != "private" {
 		return fmt.Errorf("config: delivery %q must be public or private", c.Delivery)
 	}
@@ -352,6 +359,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.DurationVar(&c.Ingest.Timeout, "ingest-timeout", c.Ingest.Timeout, "time limit of one URL ingest fetch, body included (env SLUICE_INGEST_TIMEOUT)")
+	fs.StringVar(&c.AssetAccess, "asset-access", c.AssetAccess, "which assets a key without the admin scope may list, read, reprocess and render: shared (all) or per-key (those it created) (env SLUICE_ASSET_ACCESS)")
 	fs.StringVar(&c.Delivery, "delivery", c.Delivery, "how outputs are served unless a pipeline or an asset chooses: public, or private (signed, expiring URLs) (env SLUICE_DELIVERY)")
 	fs.DurationVar(&c.PrivateURLTTL, "private-url-ttl", c.PrivateURLTTL, "how long signed URLs of private outputs stay valid (env SLUICE_PRIVATE_URL_TTL)")
 	fs.StringVar(&c.S3.Endpoint, "s3-endpoint", c.S3.Endpoint, "S3-compatible endpoint, e.g. https://ACCOUNT.r2.cloudflarestorage.com; empty with --s3-bucket: AWS S3 (env SLUICE_S3_ENDPOINT)")
@@ -456,6 +464,7 @@ func (c *Config) FromEnv(getenv func(string) string) error {
 	parsed(getenv, &errs, "SLUICE_INGEST_ALLOW_PRIVATE", &c.Ingest.AllowPrivate, strconv.ParseBool)
 	str("SLUICE_OTLP_ENDPOINT", &c.OTLPEndpoint)
 	str("SLUICE_DELIVERY", &c.Delivery)
+	str("SLUICE_ASSET_ACCESS", &c.AssetAccess)
 	dur("SLUICE_PRIVATE_URL_TTL", &c.PrivateURLTTL)
 	dur("SLUICE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)
 	secret("SLUICE_DATABASE_URL", &c.DatabaseURL)

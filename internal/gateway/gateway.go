@@ -45,6 +45,10 @@ type Config struct {
 	PrivateURLTTL time.Duration
 	// S3Events decodes bucket notifications posted to /v1/events/s3.
 	S3Events S3EventDecoder
+	// PerKeyAssets limits a key without the admin scope to the assets it
+	// created: others are "not found" to it. Otherwise every key with the
+	// read scope sees every asset.
+	PerKeyAssets bool
 }
 
 // DeadLetters is what the gateway needs of the queue.
@@ -171,7 +175,7 @@ func (g *Gateway) routes() {
 	m.Handle("GET /v1/pipelines", g.scopedFunc(read, g.listPipelines))
 	if g.deps.Variants != nil {
 		for _, f := range delivery.VariantFiles {
-			m.Handle("GET /v1/assets/{id}/"+f, g.scoped(read, g.deps.Variants))
+			m.Handle("GET /v1/assets/{id}/"+f, g.scoped(read, g.visibleAsset(g.deps.Variants)))
 		}
 	}
 	m.Handle("GET /v1/dead-letters", g.scopedFunc(admin, g.listDeadLetters))

@@ -103,10 +103,58 @@ func checksumHeader(r *http.Request) ([]byte, error) {
 	return nil, nil
 }
 
+// seesAll reports whether the request's principal may see every asset:
+// always unless PerKeyAssets, then only with the admin scope.
+func (g *Gateway) seesAll(r *http.Request) bool {
+	p, _ := auth.PrincipalFrom(r.Context())
+	return !g.cfg.PerKeyAssets || p.Can(auth.ScopeAdmin)
+}
+
+// sees reports whether the request's principal may see asset a.
+func (g *Gateway) sees(r *http.Request, a store.Asset) bool {
+	if g.seesAll(r) {
+		return true
+	}
+	p, _ := auth.PrincipalFrom(r.Context())
+	return p.KeyID != "" && a.Owner == p.KeyID
+}
+
+// assetFor loads the asset named by the request's {id}; one the
+// principal may not see is not found, so that ids do not leak.
+func (g *Gateway) assetFor(r *http.Request) (store.Asset, error) {
+	a, err := g.deps.Store.GetAsset(r.Context(), r.PathValue("id"))
+	if err == nil && !g.sees(r, a) {
+		return store.Asset{}, store.ErrNotFound
+	}
+	return a, err
+}
+
+// visibleAsset lets through to h only requests for an asset the
+// principal may see.
+func (g *Gateway) visibleAsset(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.seesAll(r) {
+			if _, err := g.assetFor(r); err != nil {
+				writeError(w, r, g.deps.Log, err)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (g *Gateway) listAssets(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := store.ListOptions{Cursor: q.Get("cursor"), Status: store.Status(q.Get("status")),
 		Pipeline: q.Get("pipeline"), Name: strings.TrimSpace(q.Get("q"))}
+	if !g.seesAll(r) {
+		p, _ := auth.PrincipalFrom(r.Context())
+		opts.Owner = p.KeyID
+		if opts.Owner == "" {
+			writeJSON(w, http.StatusOK, wire.AssetList{Assets: []wire.Asset{}})
+			return
+		}
+	}
 	if len(opts.Name) > 200 || len(opts.Pipeline) > 200 {
 		writeError(w, r, g.deps.Log, badRequest("q and pipeline are at most 200 bytes"))
 		return
@@ -150,7 +198,7 @@ func (g *Gateway) listAssets(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) getAsset(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	a, err := g.deps.Store.GetAsset(ctx, id)
+	a, err := g.assetFor(r)
 	if err != nil {
 		writeError(w, r, g.deps.Log, err)
 		return
@@ -323,7 +371,7 @@ func (g *Gateway) reprocess(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a, err := g.deps.Store.GetAsset(ctx, r.PathValue("id"))
+	a, err := g.assetFor(r)
 	if err != nil {
 		writeError(w, r, g.deps.Log, err)
 		return
@@ -392,7 +440,7 @@ func PipelineList(set *pipeline.Set) wire.PipelineList {
 // deletes the assets it created; an admin any.
 func (g *Gateway) deleteAsset(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	a, err := g.deps.Store.GetAsset(ctx, r.PathValue("id"))
+	a, err := g.assetFor(r)
 	if err != nil {
 		writeError(w, r, g.deps.Log, err)
 		return

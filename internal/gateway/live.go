@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/internal/queue"
+	"github.com/sluice-media/sluice/internal/store"
 )
 
 // livePing is how often an idle event stream gets a comment line, so
@@ -67,6 +68,27 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, g.deps.Log, badRequest("asset id too long"))
 		return
 	}
+	// A key limited to its own assets hears only of those; an asset's
+	// owner never changes, so each answer is kept for the stream.
+	visible := func(string) bool { return true }
+	if !g.seesAll(r) {
+		seen := map[string]bool{}
+		visible = func(id string) bool {
+			v, ok := seen[id]
+			if !ok {
+				a, err := g.deps.Store.GetAsset(r.Context(), id)
+				v = err == nil && g.sees(r, a)
+				if len(seen) < 10000 {
+					seen[id] = v
+				}
+			}
+			return v
+		}
+		if asset != "" && !visible(asset) {
+			writeError(w, r, g.deps.Log, store.ErrNotFound)
+			return
+		}
+	}
 	ch := g.live.add(asset)
 	defer g.live.remove(ch)
 	h := w.Header()
@@ -87,6 +109,9 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case u := <-ch:
+			if !visible(u.AssetID) {
+				continue
+			}
 			data, _ := json.Marshal(u)
 			if _, err := fmt.Fprintf(w, "event: update\ndata: %s\n\n", data); err != nil {
 				return

@@ -246,7 +246,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (s *Server, e
 	s.variants.Log = log
 	s.history = telemetry.NewHistory(s.Metrics.Registry, cmp.Or(cfg.HistoryInterval, 10*time.Second), 360)
 	gcfg := gateway.Config{PublicURL: cfg.PublicURL, CORSOrigins: cfg.CORSOrigins, Dev: cfg.Dev, Limits: cfg.Limits,
-		PrivateURLTTL: cfg.PrivateURLTTL, S3Events: gateway.S3EventDecoder{RawKeys: cfg.S3RawKeys}}
+		PrivateURLTTL: cfg.PrivateURLTTL, S3Events: gateway.S3EventDecoder{RawKeys: cfg.S3RawKeys},
+		PerKeyAssets: cfg.AssetAccess == "per-key"}
 	gw, err := gateway.New(gcfg, gateway.Deps{
 		Store:           s.store,
 		Uploads:         s.uploads,

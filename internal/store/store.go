@@ -143,6 +143,8 @@ type ListOptions struct {
 	// Name, when set, keeps the assets whose name contains it, ignoring
 	// case (ASCII case on SQLite).
 	Name string
+	// Owner, when set, keeps the assets that API key created.
+	Owner string
 }
 
 // Page is one page of assets. Next is empty on the last page.

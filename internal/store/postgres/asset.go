@@ -138,6 +138,9 @@ func (s *Store) ListAssets(ctx context.Context, opts store.ListOptions) (store.P
 	if opts.Name != "" {
 		conds = append(conds, `strpos(lower(name), lower(`+arg(opts.Name)+`)) > 0`)
 	}
+	if opts.Owner != "" {
+		conds = append(conds, `owner = `+arg(opts.Owner))
+	}
 	if opts.Cursor != "" {
 		created, id, err := decodeCursor(opts.Cursor)
 		if err != nil {

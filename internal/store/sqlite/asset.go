@@ -154,6 +154,10 @@ func (s *Store) ListAssets(ctx context.Context, opts store.ListOptions) (store.P
 		conds = append(conds, `instr(lower(name), lower(?)) > 0`)
 		args = append(args, opts.Name)
 	}
+	if opts.Owner != "" {
+		conds = append(conds, `owner = ?`)
+		args = append(args, opts.Owner)
+	}
 	if opts.Cursor != "" {
 		created, id, err := decodeCursor(opts.Cursor)
 		if err != nil {

@@ -118,15 +118,15 @@ func testListAssetsOrder(t *testing.T, s store.Store) {
 // combine with each other and with pages.
 func testListAssetsFilters(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	for i, a := range []struct{ id, name, pipeline string }{
-		{"a", "Holiday Clip.mp4", "video"},
-		{"b", "holiday_100%.mov", "video"},
-		{"c", "interview.wav", "audio"},
-		{"d", "HOLIDAY.jpg", "image"},
-		{"e", "other.mp4", ""},
+	for i, a := range []struct{ id, name, pipeline, owner string }{
+		{"a", "Holiday Clip.mp4", "video", "k1"},
+		{"b", "holiday_100%.mov", "video", "k2"},
+		{"c", "interview.wav", "audio", "k1"},
+		{"d", "HOLIDAY.jpg", "image", ""},
+		{"e", "other.mp4", "", "k1"},
 	} {
 		x := newAsset(a.id, epoch.Add(time.Duration(i)*time.Second))
-		x.Name = a.name
+		x.Name, x.Owner = a.name, a.owner
 		mustCreate(t, s, x)
 		if a.pipeline != "" {
 			if err := s.SetPipeline(ctx, a.id, a.pipeline); err != nil {
@@ -147,6 +147,9 @@ func testListAssetsFilters(t *testing.T, s store.Store) {
 		{store.ListOptions{Pipeline: "video", Name: "clip"}, []string{"a"}},
 		{store.ListOptions{Pipeline: "nope"}, []string{}},
 		{store.ListOptions{Name: "holiday", Status: store.StatusSucceeded}, []string{}},
+		{store.ListOptions{Owner: "k1"}, []string{"e", "c", "a"}},
+		{store.ListOptions{Owner: "k1", Name: "holiday"}, []string{"a"}},
+		{store.ListOptions{Owner: "k3"}, []string{}},
 	} {
 		p, err := s.ListAssets(ctx, tt.opts)
 		if err != nil {
